@@ -1,0 +1,270 @@
+"""The catalog: models, tiers, prices, aliases and policies, as validated data.
+
+Two stages, as in TensorZero: :class:`CatalogFile` is the raw YAML shape (unknown
+fields rejected), :func:`resolve` turns it into the frozen runtime :class:`Catalog`
+(deployment ids assigned, prices and context windows filled from LiteLLM's cost map
+where the file is silent, aliases checked).
+
+A packaged default catalog (``default_catalog.yaml``) serves when no file is given;
+a user file replaces it (``--config`` / ``TIERGATE_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tiergate import pricing
+from tiergate.errors import InvalidRequest
+from tiergate.limits.config import BudgetsConfig
+from tiergate.routing.policy import CascadePolicy
+
+Capability = Literal["tools", "vision", "json", "json_schema"]
+TaskType = Literal["coding", "general", "analysis", "premium", "realtime"]
+Adapter = Literal["litellm", "openai-compatible", "llama-cpp"]
+Tier = Annotated[int, Field(ge=0, le=4)]
+
+TASK_TYPES: tuple[str, ...] = ("coding", "general", "analysis", "premium", "realtime")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One deployment: a model reachable through one adapter at one endpoint."""
+
+    name: str = Field(min_length=1, description="What clients put in 'model'; repeated names form a group")
+    model: str = Field(min_length=1, description="LiteLLM model id (or a GGUF path for llama-cpp)")
+    id: str | None = Field(None, description="Deployment id; defaults to name, or name#N within a group")
+    adapter: Adapter = "litellm"
+    tier: Tier
+    api_base: str | None = None
+    api_key_env: str | None = None
+    api_key_secret: str | None = Field(None, description="Key name inside the provider-keys secret (cloud)")
+    upstream_model: str | None = Field(None, description="Model name sent upstream (openai-compatible)")
+    input_cost_per_mtok: float | None = Field(None, ge=0)
+    output_cost_per_mtok: float | None = Field(None, ge=0)
+    context_window: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    capabilities: frozenset[Capability] | None = None
+    task_types: frozenset[TaskType] = frozenset()
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0)
+    weight: int = Field(1, ge=1)
+    chat_format: str | None = Field(None, description="llama.cpp chat format when the GGUF has no template")
+    extra_headers: Mapping[str, str] = Field(default_factory=dict)
+
+    @property
+    def deployment_id(self) -> str:
+        assert self.id is not None  # set by resolve()
+        return self.id
+
+    @property
+    def wire_model(self) -> str:
+        """The model name an OpenAI-compatible endpoint expects."""
+        if self.upstream_model:
+            return self.upstream_model
+        # LiteLLM's convention: "openai/<name>" on a custom api_base sends "<name>".
+        return self.model.removeprefix("openai/")
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * (self.input_cost_per_mtok or 0.0)
+                + completion_tokens * (self.output_cost_per_mtok or 0.0)) / 1_000_000
+
+    def has(self, capability: str) -> bool:
+        return self.capabilities is not None and capability in self.capabilities
+
+
+class RoutingConfig(_Strict):
+    default_model: str = "auto"
+    #: The tier ``auto`` starts from for each task type (the cheapest tier expected to do it well).
+    task_tiers: dict[TaskType, Tier] = Field(
+        default_factory=lambda: {"coding": 0, "general": 1, "analysis": 2, "premium": 3, "realtime": 4}
+    )
+    #: Extra keywords per task type, added to the built-in English and Japanese lists.
+    keywords: dict[TaskType, list[str]] = Field(default_factory=dict)
+    #: Fraction of a model's context window kept free beyond prompt + max output.
+    context_headroom: float = Field(0.05, ge=0, lt=1)
+    #: When ``auto`` should run a cascade policy instead of a single tier (task type -> policy).
+    auto_cascade: dict[TaskType, str] = Field(default_factory=dict)
+    #: How many tiers above the chosen one the fallback chain may climb.
+    fallback_up_tiers: int = Field(1, ge=0, le=4)
+
+
+class ReliabilityConfig(_Strict):
+    max_attempts_per_deployment: int = Field(2, ge=1, le=10)
+    backoff_base_s: float = Field(0.25, ge=0)
+    backoff_max_s: float = Field(8.0, ge=0)
+    #: Longest provider Retry-After we will wait in-request; longer ones move to the next deployment.
+    max_retry_after_s: float = Field(10.0, ge=0)
+    attempt_timeout_s: float = Field(60.0, gt=0)
+    deadline_s: float = Field(180.0, gt=0)
+    circuit_failure_threshold: int = Field(5, ge=1)
+    circuit_cooldown_s: float = Field(30.0, gt=0)
+
+
+class CatalogFile(_Strict):
+    """The YAML file's shape. Every section is optional except ``models``."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
+    cascades: dict[str, CascadePolicy] = Field(default_factory=dict)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if k == "auto" or k.startswith(("tier:", "cascade")):
+                raise ValueError(f"alias {k!r} shadows a reserved model name")
+        return v
+
+
+class Catalog(_Strict):
+    """The resolved, frozen runtime catalog."""
+
+    models: tuple[ModelSpec, ...]
+    aliases: dict[str, str]
+    routing: RoutingConfig
+    reliability: ReliabilityConfig
+    cascades: dict[str, CascadePolicy]
+    budgets: BudgetsConfig
+    source: str = "default"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
+
+    @cached_property
+    def groups(self) -> dict[str, tuple[ModelSpec, ...]]:
+        out: dict[str, list[ModelSpec]] = {}
+        for m in self.models:
+            out.setdefault(m.name, []).append(m)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def by_id(self) -> dict[str, ModelSpec]:
+        return {m.deployment_id: m for m in self.models}
+
+    def tiers(self) -> list[int]:
+        return sorted({m.tier for m in self.models})
+
+    def in_tier(self, tier: int) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.tier == tier)
+
+    def resolve_alias(self, name: str) -> str:
+        seen = set()
+        while name in self.aliases:
+            if name in seen:  # pragma: no cover - rejected by resolve()
+                raise InvalidRequest(f"alias loop at {name!r}")
+            seen.add(name)
+            name = self.aliases[name]
+        return name
+
+
+_DEFAULT_CAPS: dict[str, frozenset[str]] = {
+    "litellm": frozenset({"tools", "json"}),
+    "openai-compatible": frozenset({"tools", "json"}),
+    "llama-cpp": frozenset({"json"}),
+}
+
+
+def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
+    """Assign the id and fill prices/limits from LiteLLM's cost map where the file is silent."""
+    known = pricing.lookup(spec.model) if spec.adapter != "llama-cpp" else None
+    upd: dict[str, Any] = {"id": spec.id or deployment_id}
+    if spec.input_cost_per_mtok is None:
+        upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else 0.0
+    if spec.output_cost_per_mtok is None:
+        upd["output_cost_per_mtok"] = known.output_cost_per_mtok if known else 0.0
+    if spec.context_window is None and known and known.context_window:
+        upd["context_window"] = known.context_window
+    if spec.max_output_tokens is None and known and known.max_output_tokens:
+        upd["max_output_tokens"] = known.max_output_tokens
+    if spec.capabilities is None:
+        upd["capabilities"] = known.capabilities if known and known.capabilities else _DEFAULT_CAPS[spec.adapter]
+    return spec.model_copy(update=upd)
+
+
+def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
+    """Stage two: ids, defaults from the cost map, and cross-references checked."""
+    counts: dict[str, int] = {}
+    for m in raw.models:
+        counts[m.name] = counts.get(m.name, 0) + 1
+    seen_index: dict[str, int] = {}
+    models: list[ModelSpec] = []
+    for m in raw.models:
+        i = seen_index.get(m.name, 0)
+        seen_index[m.name] = i + 1
+        models.append(_fill(m, m.name if counts[m.name] == 1 else f"{m.name}#{i + 1}"))
+    ids = [m.deployment_id for m in models]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise ValueError(f"duplicate deployment ids: {sorted(dup)}")
+    names = {m.name for m in models}
+    for alias, target in raw.aliases.items():
+        if alias in names:
+            raise ValueError(f"alias {alias!r} has the same name as a model")
+        if not (target in names or target in raw.aliases or target == "auto"
+                or target.startswith(("tier:", "cascade"))):
+            raise ValueError(f"alias {alias!r} points to unknown model {target!r}")
+    _check_alias_loops(raw.aliases)
+    for task, policy in raw.routing.auto_cascade.items():
+        if policy not in raw.cascades:
+            raise ValueError(f"routing.auto_cascade.{task} names unknown cascade policy {policy!r}")
+    return Catalog(
+        models=tuple(models), aliases=dict(raw.aliases), routing=raw.routing,
+        reliability=raw.reliability, cascades=dict(raw.cascades), budgets=raw.budgets, source=source,
+    )
+
+
+def _check_alias_loops(aliases: dict[str, str]) -> None:
+    for start in aliases:
+        seen, name = set(), start
+        while name in aliases:
+            if name in seen:
+                raise ValueError(f"alias loop through {start!r}")
+            seen.add(name)
+            name = aliases[name]
+
+
+class CatalogError(ValueError):
+    """The catalog file is unreadable or invalid; the message says where."""
+
+
+def parse(text: str, *, source: str) -> Catalog:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CatalogError(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise CatalogError(f"{source}: expected a mapping with a 'models' list")
+    try:
+        return resolve(CatalogFile.model_validate(data), source=source)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise CatalogError(f"{source}: invalid catalog:\n" + "\n".join(lines)) from None
+    except ValueError as e:
+        raise CatalogError(f"{source}: invalid catalog: {e}") from None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Load a user catalog file, or the packaged default when ``path`` is None."""
+    if path is None:
+        text = resources.files("tiergate").joinpath("default_catalog.yaml").read_text()
+        return parse(text, source="default")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise CatalogError(f"cannot read catalog {p}: {e.strerror}") from None
+    return parse(text, source=str(p))

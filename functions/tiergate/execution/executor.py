@@ -1,0 +1,200 @@
+"""Running a request against a fallback chain of deployments.
+
+One *attempt* is one call to one deployment. Per deployment: up to
+``max_attempts_per_deployment`` attempts with exponential backoff and full jitter,
+the provider's ``Retry-After`` honoured as a floor (a longer one than
+``max_retry_after_s`` moves on to the next deployment instead of waiting). Each attempt
+has a timeout; the whole request has a deadline. A circuit breaker per deployment
+skips deployments that keep failing. Errors that retrying cannot fix
+(``retryable = False``: a bad request) end the chain at once.
+
+Streaming falls back only before the first chunk: :meth:`Executor.open_stream` returns
+once a deployment has produced its first chunk; later failures belong to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiergate.catalog import Catalog, ModelSpec
+from tiergate.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from tiergate.execution.backoff import retry_delay
+from tiergate.execution.circuit import CircuitBoard
+from tiergate.keys import KeyResolver
+from tiergate.providers.base import ProviderCall, ProviderRegistry
+from tiergate.tokens import content_tokens
+
+
+@dataclass(slots=True)
+class CallContext:
+    request_id: str
+    #: time.monotonic() value after which no new attempt starts.
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    deployment: str
+    outcome: str            # "ok" or an error code
+    latency_ms: float
+    status: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "outcome": self.outcome,
+                "latency_ms": round(self.latency_ms, 2), "status": self.status}
+
+
+@dataclass(slots=True)
+class ExecResult:
+    response: dict[str, Any]
+    deployment: ModelSpec
+    attempts: list[AttemptRecord]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class StreamHandle:
+    deployment: ModelSpec
+    first: dict[str, Any] | None
+    rest: AsyncIterator[dict[str, Any]]
+    attempts: list[AttemptRecord]
+    started: float = field(default_factory=time.perf_counter)
+
+
+def usage_of(response: dict[str, Any], prompt_estimate: int) -> tuple[int, int]:
+    """Token usage as the provider reported it, else an estimate (never zero for text)."""
+    u = response.get("usage") or {}
+    p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+    if isinstance(p, int) and isinstance(c, int):
+        return p, c
+    text = 0
+    for ch in response.get("choices") or ():
+        msg = ch.get("message") or {}
+        text += content_tokens(msg.get("content"))
+    return (p if isinstance(p, int) else prompt_estimate), (c if isinstance(c, int) else text)
+
+
+class Executor:
+    def __init__(
+        self,
+        catalog: Catalog,
+        registry: ProviderRegistry,
+        keys: KeyResolver,
+        circuits: CircuitBoard,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.keys = keys
+        self.circuits = circuits
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    async def execute(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
+                      *, prompt_estimate: int = 0) -> ExecResult:
+        """Non-streaming: walk the chain until one deployment answers."""
+        t0 = time.perf_counter()
+
+        async def call(spec: ModelSpec, pc: ProviderCall) -> dict[str, Any]:
+            return await self.registry.get(spec.adapter).complete(pc)
+
+        spec, response, attempts = await self._walk(candidates, body, ctx, call)
+        p, c = usage_of(response, prompt_estimate)
+        return ExecResult(response=response, deployment=spec, attempts=attempts, prompt_tokens=p,
+                          completion_tokens=c, cost_usd=spec.cost_usd(p, c),
+                          latency_ms=(time.perf_counter() - t0) * 1000)
+
+    async def open_stream(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext) -> StreamHandle:
+        """Streaming: walk the chain until one deployment yields its first chunk."""
+
+        async def call(spec: ModelSpec, pc: ProviderCall) -> tuple[dict[str, Any] | None, AsyncIterator[dict[str, Any]]]:
+            it = self.registry.get(spec.adapter).stream(pc).__aiter__()
+            try:
+                first = await it.__anext__()
+            except StopAsyncIteration:
+                first = None
+            return first, it
+
+        spec, (first, rest), attempts = await self._walk(candidates, body, ctx, call)
+        return StreamHandle(deployment=spec, first=first, rest=rest, attempts=attempts)
+
+    async def _walk(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
+                    call: Callable[[ModelSpec, ProviderCall], Awaitable[Any]]) -> tuple[ModelSpec, Any, list[AttemptRecord]]:
+        rel = self.catalog.reliability
+        attempts: list[AttemptRecord] = []
+        last: GatewayError | None = None
+        for spec in candidates:
+            did = spec.deployment_id
+            for n in range(1, rel.max_attempts_per_deployment + 1):
+                if not self.circuits.try_acquire(did):
+                    attempts.append(AttemptRecord(did, "circuit_open", 0.0))
+                    last = last or UpstreamUnavailable(f"circuit open for {did}")
+                    break
+                remaining = ctx.deadline - time.monotonic()
+                if remaining <= 0:
+                    self.circuits.release(did)
+                    raise self._final(DeadlineExceeded("The request deadline passed before an answer"), attempts)
+                pc = ProviderCall(deployment=spec, body=body, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
+                                  api_key=self.keys(spec), extra_headers=dict(spec.extra_headers))
+                t = time.perf_counter()
+                try:
+                    result = await call(spec, pc)
+                except GatewayError as e:
+                    attempts.append(AttemptRecord(did, e.code or "error", (time.perf_counter() - t) * 1000, e.status))
+                    if e.counts_against_deployment:
+                        self.circuits.record_failure(did)
+                    else:
+                        self.circuits.release(did)
+                    if not e.retryable:
+                        raise self._final(e, attempts) from e
+                    last = e
+                    retry_after = getattr(e, "retry_after", None)
+                    if isinstance(e, UpstreamRateLimited) and retry_after and retry_after > rel.max_retry_after_s:
+                        break  # the provider wants a long pause: try the next deployment now
+                    if n == rel.max_attempts_per_deployment:
+                        break
+                    delay = retry_delay(n, retry_after, base=rel.backoff_base_s, cap=rel.backoff_max_s, rng=self._rng)
+                    if time.monotonic() + delay >= ctx.deadline:
+                        break
+                    await self._sleep(delay)
+                    continue
+                except BaseException:
+                    self.circuits.release(did)  # cancelled mid-probe: no verdict
+                    raise
+                attempts.append(AttemptRecord(did, "ok", (time.perf_counter() - t) * 1000, 200))
+                self.circuits.record_success(did)
+                return spec, result, attempts
+        if last is None:
+            last = UpstreamUnavailable("no deployment to try")
+        raise self._final(last, attempts)
+
+    @staticmethod
+    def _final(err: GatewayError, attempts: list[AttemptRecord]) -> GatewayError:
+        """The error the client sees: the last failure's class, naming every attempt."""
+        tried = [a.as_dict() for a in attempts]
+        if not isinstance(err, UpstreamError) or len(attempts) <= 1:
+            err.details.setdefault("attempts", tried)
+            return err
+        names = ", ".join(f"{a.deployment}:{a.outcome}" for a in attempts)
+        kw: dict[str, Any] = {"attempts": tried}
+        if isinstance(err, UpstreamRateLimited):
+            kw["retry_after"] = err.retry_after
+        new = type(err)(f"All attempts failed ({names}); last error: {err.message}", **kw)
+        new.headers.update(err.headers)
+        return new

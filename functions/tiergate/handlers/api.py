@@ -1,0 +1,24 @@
+"""The API Lambda entry point (buffered responses through Mangum).
+
+This module is the only one that knows Mangum. The app is built at import time, so with
+SnapStart the whole initialization (catalog, provider pools) is snapshotted once at
+publish. ``stream: true`` requests are served by the same app under uvicorn behind the
+Lambda Web Adapter (``functions/run.sh``): Mangum would buffer a StreamingResponse.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from mangum import Mangum  # noqa: E402
+
+from tiergate.bootstrap import build_app  # noqa: E402
+from tiergate.cloud import cloud_settings_and_keys  # noqa: E402
+
+_settings, _keys = cloud_settings_and_keys()
+app = build_app(_settings, key_resolver=_keys, with_plugins=False)
+# lifespan off: Mangum would run startup/shutdown around every invocation and close the
+# pooled provider clients each time; services are built eagerly above instead.
+handler = Mangum(app, lifespan="off", api_gateway_base_path=os.environ.get("TIERGATE_BASE_PATH") or "/")

@@ -1,0 +1,276 @@
+"""Choosing deployments: what ``model`` means, which tier, which fallbacks, and why.
+
+``model`` may be a concrete model name (a group of deployments), an alias, ``tier:N``,
+``auto`` (classify the task, pick the cheapest capable tier) or ``cascade[:policy]``.
+The result is a :class:`RoutePlan`: the ordered fallback chain the executor walks, and a
+reason a person can read (``x-tiergate-route-reason``, ``POST /v1/route``).
+
+Every candidate satisfies the request's needs: the key's allowed tiers/models, required
+capabilities (tools, vision, JSON), a usable credential and adapter, and a context window
+that fits prompt + output with headroom. Deployments with an open circuit go last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tiergate.admission import Principal
+from tiergate.catalog import Catalog, ModelSpec
+from tiergate.errors import ContextWindowExceeded, InvalidRequest, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.routing.classify import TaskProfile, classify
+from tiergate.tokens import prompt_tokens
+
+#: Output tokens assumed for context checks when the request sets no max_tokens.
+DEFAULT_OUTPUT_RESERVE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RequestNeeds:
+    prompt_tokens: int
+    max_output_tokens: int | None
+    capabilities: frozenset[str]
+
+    def output_reserve(self) -> int:
+        return self.max_output_tokens or DEFAULT_OUTPUT_RESERVE
+
+
+def needs_of(body: Mapping[str, Any]) -> RequestNeeds:
+    messages = body.get("messages") or []
+    caps: set[str] = set()
+    if body.get("tools") or body.get("functions"):
+        caps.add("tools")
+    rf = body.get("response_format")
+    if isinstance(rf, dict):
+        if rf.get("type") == "json_schema":
+            caps.add("json_schema")
+        elif rf.get("type") == "json_object":
+            caps.add("json")
+    for m in messages:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in c):
+            caps.add("vision")
+            break
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    return RequestNeeds(
+        prompt_tokens=prompt_tokens(messages, body.get("tools")),
+        max_output_tokens=int(max_out) if isinstance(max_out, int) else None,
+        capabilities=frozenset(caps),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    mode: Literal["single", "cascade"]
+    requested: str
+    reason: str
+    candidates: tuple[ModelSpec, ...] = ()
+    tier: int | None = None
+    task: TaskProfile | None = None
+    needs: RequestNeeds | None = None
+    cascade_policy: str | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The explainable form served by ``POST /v1/route``."""
+        return {
+            "mode": self.mode,
+            "requested_model": self.requested,
+            "task_type": self.task.task_type if self.task else None,
+            "difficulty": self.task.difficulty if self.task else None,
+            "signals": list(self.task.signals) if self.task else [],
+            "tier": self.tier,
+            "cascade_policy": self.cascade_policy,
+            "candidates": [
+                {"model": c.name, "deployment": c.deployment_id, "tier": c.tier, "adapter": c.adapter,
+                 "input_cost_per_mtok": c.input_cost_per_mtok, "output_cost_per_mtok": c.output_cost_per_mtok}
+                for c in self.candidates
+            ],
+            "skipped": [{"deployment": d, "why": why} for d, why in self.skipped],
+            "estimated_prompt_tokens": self.needs.prompt_tokens if self.needs else None,
+            "reason": self.reason,
+            **self.extra,
+        }
+
+
+class Router:
+    """Turns a request into a :class:`RoutePlan`. Pure apart from the injected views of
+    credential availability and circuit state."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        available: Callable[[ModelSpec], str | None] = lambda spec: None,
+        circuit_open: Callable[[ModelSpec], bool] = lambda spec: False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self._unavailable = available   # returns why a deployment cannot be used, or None
+        self._circuit_open = circuit_open
+        self._rng = rng or random.Random()
+
+    # --- public -------------------------------------------------------------------
+
+    def plan(self, body: Mapping[str, Any], principal: Principal, *, max_tier: int | None = None,
+             hints: Mapping[str, str] | None = None, task_hint: str | None = None) -> RoutePlan:
+        requested = body.get("model") or self.catalog.routing.default_model
+        if not isinstance(requested, str):
+            raise InvalidRequest("'model' must be a string", param="model")
+        target = self.catalog.resolve_alias(requested)
+        needs = needs_of(body)
+        if target == "cascade" or target.startswith("cascade:"):
+            return self._cascade_plan(requested, target.partition(":")[2] or "default", body, needs)
+        if target == "auto":
+            return self._auto_plan(requested, body, principal, needs, max_tier, task_hint)
+        if target.startswith("tier:"):
+            tier = _parse_tier(target)
+            return self._tier_plan(requested, tier, principal, needs, max_tier, why=f"{requested} -> tier {tier}")
+        group = self.catalog.groups.get(target)
+        if group is None:
+            raise ModelNotFound(f"The model '{requested}' does not exist in this gateway's catalog", param="model")
+        return self._model_plan(requested, target, group, principal, needs, max_tier)
+
+    def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
+        """Usable deployments of one tier, ordered (weighted shuffle, open circuits last)."""
+        ok, skipped = self._filter(self.catalog.in_tier(tier), principal, needs)
+        return self._order(ok), skipped
+
+    # --- modes --------------------------------------------------------------------
+
+    def _cascade_plan(self, requested: str, policy: str, body: Mapping[str, Any], needs: RequestNeeds) -> RoutePlan:
+        if policy not in self.catalog.cascades:
+            known = ", ".join(sorted(self.catalog.cascades)) or "none configured"
+            raise ModelNotFound(f"Unknown cascade policy '{policy}' (known: {known})", param="model")
+        task = classify(body.get("messages") or [], self.catalog.routing.keywords)
+        return RoutePlan(mode="cascade", requested=requested, reason=f"cascade policy '{policy}'",
+                         task=task, needs=needs, cascade_policy=policy)
+
+    def _auto_plan(self, requested: str, body: Mapping[str, Any], principal: Principal, needs: RequestNeeds,
+                   max_tier: int | None, task_hint: str | None) -> RoutePlan:
+        task = classify(body.get("messages") or [], self.catalog.routing.keywords, hint=task_hint)
+        policy = self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
+        if policy:
+            return RoutePlan(mode="cascade", requested=requested, task=task, needs=needs, cascade_policy=policy,
+                             reason=f"auto: task={task.task_type} difficulty={task.difficulty} -> cascade '{policy}'")
+        base = self.catalog.routing.task_tiers.get(task.task_type, 1)  # type: ignore[call-overload]
+        wanted = min(base + (1 if task.difficulty == "hard" else 0), 4)
+        why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
+        plan = self._tier_plan(requested, wanted, principal, needs, max_tier, why=why)
+        return RoutePlan(**{**_fields(plan), "task": task})
+
+    def _tier_plan(self, requested: str, tier: int, principal: Principal, needs: RequestNeeds,
+                   max_tier: int | None, *, why: str) -> RoutePlan:
+        tiers = self.catalog.tiers()
+        # Cheapest capable: the wanted tier, then upward; if nothing at or above, downward.
+        order = [t for t in tiers if t >= tier] + [t for t in reversed(tiers) if t < tier]
+        order = _cap(order, max_tier)
+        chain: list[ModelSpec] = []
+        skipped: list[tuple[str, str]] = []
+        first: int | None = None
+        for t in order:
+            ok, sk = self.tier_candidates(t, principal, needs)
+            skipped += sk
+            if ok and first is None:
+                first = t
+                chain += ok
+            elif ok and first is not None and abs(t - first) <= self.catalog.routing.fallback_up_tiers and t > first:
+                chain += ok  # fallback: up to N tiers above the chosen one
+        if first is None:
+            raise self._nothing_fits(requested, needs, skipped)
+        notes = [why]
+        if first != tier:
+            notes.append(f"tier {tier} had no usable deployment; using tier {first}")
+        if max_tier is not None and tier > max_tier:
+            notes.append(f"capped at tier {max_tier} by budget")
+        notes.append(f"chose {chain[0].name}")
+        return RoutePlan(mode="single", requested=requested, tier=first, candidates=tuple(chain),
+                         needs=needs, skipped=tuple(skipped), reason="; ".join(notes))
+
+    def _model_plan(self, requested: str, name: str, group: Sequence[ModelSpec], principal: Principal,
+                    needs: RequestNeeds, max_tier: int | None) -> RoutePlan:
+        if not any(principal.may_use(s) for s in group):
+            raise PermissionDenied(f"This key may not use model '{requested}'", param="model")
+        own, skipped = self._filter(group, principal, needs)
+        tier = group[0].tier
+        if max_tier is not None and tier > max_tier:
+            # Soft budget limit: downgrade to the best tier the budget allows.
+            plan = self._tier_plan(requested, max_tier, principal, needs, max_tier,
+                                   why=f"{requested} (tier {tier}) downgraded to tier <= {max_tier} by budget")
+            return plan
+        chain = self._order(own)
+        fallback_tiers = [t for t in self.catalog.tiers() if tier <= t <= tier + self.catalog.routing.fallback_up_tiers]
+        for t in _cap(fallback_tiers, max_tier):
+            ok, sk = self._filter([s for s in self.catalog.in_tier(t) if s.name != name], principal, needs)
+            skipped += sk
+            chain += self._order(ok)
+        if not own:
+            if not chain:
+                raise self._nothing_fits(requested, needs, skipped)
+            why = f"{requested} unusable ({'; '.join(w for _, w in skipped[:2])}); falling back to {chain[0].name}"
+        else:
+            why = f"model {requested} requested"
+        return RoutePlan(mode="single", requested=requested, tier=chain[0].tier, candidates=tuple(chain),
+                         needs=needs, skipped=tuple(skipped), reason=why)
+
+    # --- filters ------------------------------------------------------------------
+
+    def _filter(self, specs: Sequence[ModelSpec], principal: Principal, needs: RequestNeeds
+                ) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
+        ok: list[ModelSpec] = []
+        skipped: list[tuple[str, str]] = []
+        headroom = self.catalog.routing.context_headroom
+        for s in specs:
+            why: str | None = None
+            if not principal.may_use(s):
+                why = "not allowed for this key"
+            elif (missing := needs.capabilities - (s.capabilities or frozenset())):
+                why = f"lacks {', '.join(sorted(missing))}"
+            elif s.context_window and needs.prompt_tokens + needs.output_reserve() > s.context_window * (1 - headroom):
+                why = f"context {s.context_window} too small for ~{needs.prompt_tokens}+{needs.output_reserve()} tokens"
+            else:
+                why = self._unavailable(s)
+            if why:
+                skipped.append((s.deployment_id, why))
+            else:
+                ok.append(s)
+        return ok, skipped
+
+    def _order(self, specs: list[ModelSpec]) -> list[ModelSpec]:
+        if len(specs) > 1:
+            # Weighted shuffle (load balancing across a group's deployments).
+            specs = sorted(specs, key=lambda s: -self._rng.random() ** (1.0 / s.weight))
+        return [s for s in specs if not self._circuit_open(s)] + [s for s in specs if self._circuit_open(s)]
+
+    def _nothing_fits(self, requested: str, needs: RequestNeeds, skipped: list[tuple[str, str]]) -> Exception:
+        details = {"skipped": [{"deployment": d, "why": w} for d, w in skipped]}
+        if skipped and all(w.startswith("context") for _, w in skipped):
+            return ContextWindowExceeded(
+                f"The prompt (~{needs.prompt_tokens} tokens) plus {needs.output_reserve()} output tokens fits no "
+                f"model available for '{requested}'", param="messages", **details)
+        why = "; ".join(f"{d}: {w}" for d, w in skipped[:6]) or "no models configured"
+        return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
+
+
+def _parse_tier(target: str) -> int:
+    try:
+        tier = int(target.split(":", 1)[1])
+    except ValueError:
+        raise ModelNotFound(f"Invalid tier in model '{target}': use tier:0 .. tier:4", param="model") from None
+    if not 0 <= tier <= 4:
+        raise ModelNotFound(f"Invalid tier in model '{target}': use tier:0 .. tier:4", param="model")
+    return tier
+
+
+def _cap(tiers: list[int], max_tier: int | None) -> list[int]:
+    if max_tier is None:
+        return tiers
+    capped = [t for t in tiers if t <= max_tier]
+    return capped or tiers  # nothing cheap enough: the budget check will decide
+
+
+def _fields(plan: RoutePlan) -> dict[str, Any]:
+    return {f: getattr(plan, f) for f in plan.__dataclass_fields__}
