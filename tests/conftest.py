@@ -7,4 +7,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 pytest_plugins = [
     "tests.support.moto_server",
+    "tests.support.upstream_fixtures",
+    "tests.support.gateway",
 ]

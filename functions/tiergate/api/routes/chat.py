@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
+from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import ChatRequest
 from tiergate.errors import OffloadUnavailable
 from tiergate.gateway import Gateway
@@ -30,7 +31,7 @@ async def chat_completions(request: Request, services: ServicesDep, principal: P
     except OffloadUnavailable:
         if services.deferrer is not None and hints.get("x-tiergate-defer", "").lower() == "allow":
             job_id = await services.deferrer.defer(body, principal, hints)
-            return ORJSONResponse({"id": job_id, "object": "tiergate.job", "status": "queued"}, status_code=202,
+            return JSONResponse({"id": job_id, "object": "tiergate.job", "status": "queued"}, status_code=202,
                                   headers={"location": f"/v1/jobs/{job_id}"})
         raise
-    return ORJSONResponse(done.response, headers=done.headers, background=BackgroundTask(done.settle))
+    return JSONResponse(done.response, headers=done.headers, background=BackgroundTask(done.settle))

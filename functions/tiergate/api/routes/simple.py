@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 from starlette.background import BackgroundTask
 
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
+from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import CodeRequest, GenerateRequest
 from tiergate.gateway import Completed, Gateway
 
 router = APIRouter()
 
 
-def _render(done: Completed, extra: dict[str, Any]) -> ORJSONResponse:
+def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
     r = done.response
     choice = (r.get("choices") or [{}])[0]
     usage = r.get("usage") or {}
@@ -30,7 +30,7 @@ def _render(done: Completed, extra: dict[str, Any]) -> ORJSONResponse:
         "route_reason": done.headers.get("x-tiergate-route-reason"),
         **extra,
     }
-    return ORJSONResponse(body, headers=done.headers, background=BackgroundTask(done.settle))
+    return JSONResponse(body, headers=done.headers, background=BackgroundTask(done.settle))
 
 
 def _chat_body(messages: list[dict[str, str]], tier: int | None, max_tokens: int | None,
@@ -44,7 +44,7 @@ def _chat_body(messages: list[dict[str, str]], tier: int | None, max_tokens: int
 
 
 @router.post("/generate")
-async def generate(request: Request, services: ServicesDep, principal: PrincipalDep) -> ORJSONResponse:
+async def generate(request: Request, services: ServicesDep, principal: PrincipalDep) -> JSONResponse:
     req = validate(GenerateRequest, await read_json(request, services.settings.max_body_bytes))
     messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
         {"role": "user", "content": req.prompt}]
@@ -55,7 +55,7 @@ async def generate(request: Request, services: ServicesDep, principal: Principal
 
 
 @router.post("/code")
-async def code(request: Request, services: ServicesDep, principal: PrincipalDep) -> ORJSONResponse:
+async def code(request: Request, services: ServicesDep, principal: PrincipalDep) -> JSONResponse:
     req = validate(CodeRequest, await read_json(request, services.settings.max_body_bytes))
     system = (f"You are an expert {req.language} programmer. Answer with working {req.language} code in one "
               f"fenced code block, then a short explanation.")

@@ -1,0 +1,297 @@
+"""The native ``openai-compatible`` adapter: one pooled HTTP client, bodies forwarded as is.
+
+It talks to any endpoint that speaks OpenAI chat completions (vLLM, llama.cpp server,
+Groq, Together, OpenRouter, OpenAI itself, and another tiergate). This is the hot path:
+no pydantic, no per-call client, orjson both ways, SSE parsed incrementally on bytes.
+
+Timeouts: connecting is bounded by ``min(timeout_s, 5)``; a non-streaming call must
+finish within ``timeout_s`` in total; a streaming call must deliver its response headers
+within ``timeout_s`` and then at most ``timeout_s`` may pass between two reads (a stream
+may run longer than ``timeout_s`` in total as long as it keeps flowing).
+
+The status and transport translation here (:func:`error_for_status`,
+:func:`parse_retry_after`) is shared with the LiteLLM adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from tiergate import errors
+from tiergate.providers.base import ProviderCall
+from tiergate.providers.sse import DONE_DATA, SSEDecoder
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+CONNECT_TIMEOUT_CAP_S = 5.0
+#: After ``[DONE]``, how long we wait for the end of the body so the connection can go
+#: back to the pool (the terminating chunk normally arrives with ``[DONE]``).
+DRAIN_TIMEOUT_S = 1.0
+_MAX_ERROR_TEXT = 500
+
+
+# --- error translation (shared with the LiteLLM adapter) ------------------------------
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None and not isinstance(headers, httpx.Headers):
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP-date)."""
+    ms = _header(headers, "retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def upstream_error_fields(body: bytes | str | Any) -> tuple[str, str | None, str | None]:
+    """``(message, type, code)`` from an OpenAI or Anthropic error body, else its text."""
+    data = body
+    if isinstance(body, bytes | str):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            return text.strip()[:_MAX_ERROR_TEXT] or "(empty body)", None, None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or data.get("detail")
+            code = err.get("code")
+            return (str(msg)[:_MAX_ERROR_TEXT] if msg else orjson.dumps(data)[:_MAX_ERROR_TEXT].decode(),
+                    err.get("type") if isinstance(err.get("type"), str) else None,
+                    str(code) if code is not None else None)
+        if isinstance(err, str):
+            return err[:_MAX_ERROR_TEXT], None, None
+    return str(data)[:_MAX_ERROR_TEXT], None, None
+
+
+def error_for_status(status: int, headers: Mapping[str, str] | None, body: Any,
+                     deployment: str) -> errors.UpstreamError:
+    """The gateway error for an upstream HTTP error status (by status, never by text)."""
+    message, etype, code = upstream_error_fields(body)
+    details: dict[str, Any] = {"deployment": deployment, "upstream_status": status}
+    if etype:
+        details["upstream_type"] = etype
+    if code:
+        details["upstream_code"] = code
+    text = f"{deployment}: upstream returned {status}: {message}"
+    if status == 429:
+        return errors.UpstreamRateLimited(text, retry_after=parse_retry_after(headers), **details)
+    if status in (401, 403):
+        return errors.UpstreamAuthFailed(text, **details)
+    if status in (408, 504):
+        return errors.UpstreamTimeout(text, **details)
+    if status >= 500:
+        retry_after = parse_retry_after(headers)
+        if retry_after is not None:
+            details["retry_after"] = retry_after
+        return errors.UpstreamServerError(text, **details)
+    if code == "context_length_exceeded":
+        return errors.UpstreamBadRequest(text, code="context_length_exceeded", **details)
+    return errors.UpstreamBadRequest(text, **details)
+
+
+def error_for_transport(exc: BaseException, deployment: str) -> errors.UpstreamError:
+    """The gateway error for an httpx/asyncio failure before any chunk was delivered."""
+    details = {"deployment": deployment, "cause": type(exc).__name__}
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                  | httpx.UnsupportedProtocol | httpx.ProxyError | httpx.InvalidURL):
+        return errors.UpstreamUnavailable(f"{deployment}: cannot reach upstream ({type(exc).__name__})", **details)
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return errors.UpstreamTimeout(f"{deployment}: upstream timed out", **details)
+    return errors.UpstreamServerError(
+        f"{deployment}: upstream connection failed ({type(exc).__name__}: {exc})", **details)
+
+
+def interrupted(deployment: str, cause: BaseException | str, chunks: int) -> errors.StreamInterrupted:
+    reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+    return errors.StreamInterrupted(
+        f"{deployment}: upstream stream broke off after {chunks} chunk(s): {reason}",
+        deployment=deployment, chunks=chunks)
+
+
+# --- the provider --------------------------------------------------------------------
+
+
+class OpenAICompatProvider:
+    """Provider over one pooled :class:`httpx.AsyncClient` (HTTP/1.1 keep-alive).
+
+    The client is bound to the event loop that first uses it; if a later call runs on a
+    different loop (tests, some serverless runtimes) a fresh client is made for it.
+    """
+
+    def __init__(self, *, max_connections: int = 1000, max_keepalive_connections: int = 200,
+                 keepalive_expiry: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_keepalive_connections,
+                                    keepalive_expiry=keepalive_expiry)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[str | None, httpx.URL] = {}
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # trust_env=False: no proxy/netrc lookups per request; the endpoint is configured.
+            self._client = httpx.AsyncClient(limits=self._limits, timeout=None, http1=True, http2=False,
+                                             follow_redirects=False, trust_env=False, transport=self._transport)
+            self._loop = loop
+        return self._client
+
+    def _url(self, api_base: str | None) -> httpx.URL:
+        url = self._urls.get(api_base)
+        if url is None:
+            url = self._urls[api_base] = httpx.URL((api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions")
+        return url
+
+    def _request(self, client: httpx.AsyncClient, call: ProviderCall, stream: bool) -> httpx.Request:
+        dep = call.deployment
+        body = dict(call.body)
+        body["model"] = dep.wire_model
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+            headers["accept"] = "text/event-stream"
+            headers["accept-encoding"] = "identity"  # SSE must not be buffered by a compressor
+        if call.api_key:
+            headers["authorization"] = "Bearer " + call.api_key
+        if dep.extra_headers:
+            headers.update(dep.extra_headers)
+        if call.extra_headers:
+            headers.update(call.extra_headers)
+        t = call.timeout_s
+        timeout = httpx.Timeout(t, connect=min(t, CONNECT_TIMEOUT_CAP_S))
+        return client.build_request("POST", self._url(dep.api_base), content=orjson.dumps(body),
+                                    headers=headers, timeout=timeout)
+
+    async def complete(self, call: ProviderCall) -> dict[str, Any]:
+        client = self._http()
+        dep_id = call.deployment.deployment_id
+        request = self._request(client, call, False)
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                resp = await client.send(request)
+        except (httpx.HTTPError, TimeoutError) as e:
+            raise error_for_transport(e, dep_id) from e
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code, resp.headers, resp.content, dep_id)
+        try:
+            data = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise errors.UpstreamServerError(f"{dep_id}: upstream sent a body that is not JSON",
+                                             deployment=dep_id, upstream_status=resp.status_code) from None
+        if not isinstance(data, dict) or "choices" not in data:
+            if isinstance(data, dict) and "error" in data:
+                raise error_for_status(502, resp.headers, data, dep_id)
+            raise errors.UpstreamServerError(f"{dep_id}: upstream answer has no 'choices'",
+                                             deployment=dep_id, upstream_status=resp.status_code)
+        return data
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
+        client = self._http()
+        dep_id = call.deployment.deployment_id
+        request = self._request(client, call, True)
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                resp = await client.send(request, stream=True)
+                if resp.status_code >= 400:
+                    try:
+                        await resp.aread()
+                    finally:
+                        await resp.aclose()
+                    raise error_for_status(resp.status_code, resp.headers, resp.content, dep_id)
+        except (httpx.HTTPError, TimeoutError) as e:
+            raise error_for_transport(e, dep_id) from e
+        try:
+            async for chunk in self._events(resp, dep_id):
+                yield chunk
+        finally:
+            await resp.aclose()
+
+    async def _events(self, resp: httpx.Response, dep_id: str) -> AsyncIterator[dict[str, Any]]:
+        decoder = SSEDecoder()
+        loads = orjson.loads
+        raw = resp.aiter_raw()
+        n = 0
+        finished = False
+        try:
+            async for data in raw:
+                for _event, payload in decoder.feed(data):
+                    if payload == DONE_DATA:
+                        await _drain(raw)
+                        return
+                    obj = loads(payload)
+                    if type(obj) is not dict:
+                        raise orjson.JSONDecodeError("event is not a JSON object", "", 0)
+                    if "error" in obj and "choices" not in obj:
+                        err = error_for_status(502, None, obj, dep_id)
+                        raise interrupted(dep_id, err.message, n) if n else err
+                    choices = obj.get("choices")
+                    if choices and choices[0].get("finish_reason"):
+                        finished = True
+                    n += 1
+                    yield obj
+        except (httpx.HTTPError, TimeoutError, orjson.JSONDecodeError) as e:
+            if n:
+                raise interrupted(dep_id, e, n) from e
+            if isinstance(e, orjson.JSONDecodeError):
+                raise errors.UpstreamServerError(f"{dep_id}: upstream sent an SSE event that is not JSON",
+                                                 deployment=dep_id) from None
+            raise error_for_transport(e, dep_id) from e
+        for _event, payload in decoder.flush():
+            if payload != DONE_DATA:
+                n += 1
+                yield loads(payload)
+        # A clean end without [DONE] is accepted from servers that omit it, but only after
+        # a finish_reason: otherwise the answer may be silently truncated.
+        if not finished:
+            if n:
+                raise interrupted(dep_id, "the stream ended without a finish_reason", n)
+            raise errors.UpstreamServerError(f"{dep_id}: upstream stream ended without any event",
+                                             deployment=dep_id)
+
+    async def aclose(self) -> None:
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+
+async def _drain(raw: AsyncIterator[bytes]) -> None:
+    """Read to the end of the body so the connection returns to the pool."""
+    try:
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in raw:
+                pass
+    except (httpx.HTTPError, TimeoutError):
+        pass  # the answer is complete; the connection is simply not reused
