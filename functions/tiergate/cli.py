@@ -90,7 +90,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own messages at INFO; libraries (httpx logs every request at INFO) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tiergate").setLevel(logging.INFO)
     args = parser().parse_args(argv)
     return int(args.func(args) or 0)
 
