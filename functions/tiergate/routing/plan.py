@@ -19,7 +19,13 @@ from typing import Any, Literal
 
 from tiergate.admission import Principal
 from tiergate.catalog import Catalog, ModelSpec
-from tiergate.errors import ContextWindowExceeded, InvalidRequest, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.errors import (
+    ContextWindowExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    NoRouteAvailable,
+    PermissionDenied,
+)
 from tiergate.routing.classify import TaskProfile, classify
 from tiergate.tokens import prompt_tokens
 
