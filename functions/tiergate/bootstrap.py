@@ -43,7 +43,7 @@ def build_app(settings: Settings, catalog: Catalog | None = None, *, key_resolve
     shutdown: list[Any] = []
     extra: dict[str, Any] = {}
     if with_plugins and (edge := _optional("tiergate_edge.plugin")) is not None:
-        edge.register(registry, settings)
+        health_sources.append(edge.register(registry, settings))
     admission = None
     if (limits := _optional("tiergate.limits.bootstrap")) is not None:
         admission, more = limits.build(settings, catalog)

@@ -39,6 +39,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"tiergate: refusing to bind {settings.host} without a master key: set TIERGATE_MASTER_KEY, "
               f"or bind 127.0.0.1", file=sys.stderr)
         return 2
+    services = app.state.services
+    for src in services.health_sources:
+        if hasattr(src, "prepare"):
+            src.prepare(services.catalog)  # e.g. assemble the bundled local model, with a progress bar
     lines = availability_report(app)
     usable = sum(1 for line in lines if line.lstrip().startswith("ok"))
     print(f"tiergate {__version__}: catalog '{app.state.services.catalog.source}', {usable} of {len(lines)} models usable:")

@@ -1,0 +1,174 @@
+"""The edge agent's parts, wired: local runtime, cloud health, offload router, queue,
+drain and usage sync; with their start/stop and the ``/health`` report.
+
+:func:`build_edge_app` turns an :class:`EdgeAgent` into the core FastAPI app (the same
+routes as the cloud) with the edge's router, deferrer, admission wrapper and the jobs route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from tiergate.admission import MasterKeyAdmission, Principal
+from tiergate.api.app import build_services, create_app
+from tiergate.api.services import Services
+from tiergate.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
+from tiergate.keys import EnvKeyResolver
+from tiergate.providers.base import default_registry
+from tiergate.settings import Settings
+
+from tiergate_edge import default_model, jobs_api
+from tiergate_edge.cloud import CloudClient
+from tiergate_edge.cloud_provider import WatchedCloudProvider
+from tiergate_edge.connectivity import CloudHealth
+from tiergate_edge.drain import Drainer
+from tiergate_edge.jobs import JobQueue, JobStore, lock_queue_file
+from tiergate_edge.router import EdgeRouter
+from tiergate_edge.settings import EdgeSettings
+from tiergate_edge.usage_sync import RecordingAdmission, UsageOutbox, UsageSync
+
+LOCAL_NAME = "local"
+CLOUD_NAME = "cloud"
+#: On a device the local model takes general chat too; harder or heavier work goes up.
+EDGE_TASK_TIERS = {"coding": 0, "general": 0, "analysis": 2, "premium": 3, "realtime": 4}
+
+
+def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
+    """Two deployments: the local model (tier ``local_tier``) and, if configured, the cloud."""
+    local = ModelSpec(name=LOCAL_NAME, model=edge.model, adapter="llama-cpp", tier=edge.local_tier,
+                      chat_format=edge.chat_format or default_model.default_chat_format(edge.model),
+                      capabilities=frozenset({"json"}), input_cost_per_mtok=0, output_cost_per_mtok=0)
+    models = [local]
+    if edge.cloud_api_base:
+        # The cloud bills itself; zero prices here keep local budgets to local spend.
+        models.append(ModelSpec(name=CLOUD_NAME, model="tiergate-cloud", adapter="openai-compatible", tier=4,
+                                api_base=edge.cloud_api_base, upstream_model="auto",
+                                capabilities=frozenset({"tools", "vision", "json", "json_schema"}),
+                                input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
+    routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
+                                                                   context_headroom=edge.context_headroom)
+    # One attempt per deployment (the cloud retries upstream itself; the local model would
+    # fail the same way twice) and a short circuit cooldown: the probe decides reachability.
+    reliability = ReliabilityConfig(max_attempts_per_deployment=1, circuit_cooldown_s=2.0,
+                                    attempt_timeout_s=edge.offload_timeout_s,
+                                    deadline_s=max(180.0, edge.offload_timeout_s))
+    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability), source="edge")
+
+
+class _EdgeKeys:
+    """The cloud deployment's key is the agent's cloud key; others from the environment."""
+
+    def __init__(self, cloud_key: str | None) -> None:
+        self._cloud_key = cloud_key
+        self._env = EnvKeyResolver()
+
+    def __call__(self, spec: ModelSpec) -> str | None:
+        if spec.name == CLOUD_NAME:
+            return self._cloud_key
+        return self._env(spec)
+
+
+class EdgeAgent:
+    def __init__(self, settings: Settings, edge: EdgeSettings, *, catalog: Catalog | None = None,
+                 http: httpx.AsyncClient | None = None) -> None:
+        from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+
+        self.settings, self.edge = settings, edge
+        self.catalog = catalog or edge_catalog(edge)
+        self.local = self.catalog.groups[LOCAL_NAME][0]
+        self.cloud = self.catalog.groups[CLOUD_NAME][0] if CLOUD_NAME in self.catalog.groups else None
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(edge.offload_timeout_s, connect=5.0))
+        self.runtime = LlamaRuntime(models_dir=edge.models_dir, n_ctx_cap=edge.n_ctx_cap, n_threads=edge.n_threads,
+                                    n_batch=edge.n_batch, seed=edge.seed)
+        self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
+                                  timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
+                                  backoff_max_s=edge.probe_backoff_max_s)
+        self.router = EdgeRouter(self.catalog, local=self.local, cloud=self.cloud, cloud_up=lambda: self.health.is_up,
+                                 local_context=self.runtime.context_window, policy=edge.policy,
+                                 headroom=self.catalog.routing.context_headroom,
+                                 default_max_tokens=edge.default_max_tokens)
+        key = edge.cloud_key.get_secret_value() if edge.cloud_key else None
+        self.keys = _EdgeKeys(key)
+        self.cloud_client = CloudClient(edge.cloud_url or "http://127.0.0.1:9", key, self.http,
+                                        timeout_s=edge.offload_timeout_s)
+        queue_path = edge.resolved_queue_path
+        self._queue_path = queue_path
+        self.store = JobStore(queue_path)
+        self.queue = JobQueue(self.store)
+        self.outbox = UsageOutbox(queue_path)
+        self.drainer = Drainer(self.queue, self.cloud_client, self.health, concurrency=edge.drain_concurrency,
+                               lease_s=edge.job_lease_s)
+        self.usage = UsageSync(self.outbox, self.cloud_client, self.health, interval_s=edge.usage_sync_interval_s,
+                               batch=edge.usage_sync_batch)
+        self.registry = default_registry()
+        native = self.registry.get("openai-compatible")
+        self.registry.register("openai-compatible",
+                               lambda: WatchedCloudProvider(native, self.health, edge.cloud_api_base))
+        self.registry.register("llama-cpp", lambda: LlamaCppProvider(self.runtime,
+                                                                      default_max_tokens=edge.default_max_tokens))
+        self._lock_fd: int | None = None
+
+    # --- deferral (the chat route's Deferrer) -------------------------------------------
+
+    async def defer(self, body: dict[str, Any], principal: Principal, hints: dict[str, str]) -> str:
+        job = await self.queue.enqueue(self.router.upstream_body(body, hints),
+                                       {"key_id": principal.key_id, "tenant": principal.tenant}, dict(hints),
+                                       idem_key=hints.get("x-tiergate-idempotency-key"))
+        if self.health.is_up:
+            self.drainer.kick()
+        return job.id
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, services: Services | None = None) -> None:
+        self._lock_fd = lock_queue_file(self._queue_path)
+        # Read the local model's header now (and assemble the bundled model on first run).
+        await asyncio.to_thread(self.runtime.resolve, self.local)
+        self.health.on_recovery(self.drainer.on_recovery)
+        self.health.on_recovery(self.usage.on_recovery)
+        await self.health.start()
+        await self.drainer.start()
+        await self.usage.start()
+
+    async def stop(self, services: Services | None = None) -> None:
+        await self.usage.stop()
+        await self.drainer.stop()
+        await self.health.stop()
+        await self.http.aclose()
+        self.store.close()
+        self.outbox.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def health_info(self) -> dict[str, Any]:
+        try:
+            ctx = self.runtime.context_window(self.local)
+        except Exception as e:  # a broken model path is reported, not raised
+            ctx, err = None, str(e)
+        else:
+            err = None
+        return {"edge": {
+            "policy": self.edge.policy,
+            "local_model": {"name": self.local.name, "model": self.local.model, "context_window": ctx,
+                            "error": err, **self.runtime.info()},
+            "cloud": self.health.info(),
+            "queue": self.store.counts(),
+            "usage_outbox_pending": self.outbox.pending(),
+            "device": socket.gethostname(),
+        }}
+
+
+def build_edge_app(agent: EdgeAgent) -> FastAPI:
+    master = agent.settings.master_key.get_secret_value() if agent.settings.master_key else None
+    admission = RecordingAdmission(MasterKeyAdmission(master), agent.outbox, device=socket.gethostname())
+    services = build_services(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
+                              router=agent.router, key_resolver=agent.keys, deferrer=agent,
+                              health_sources=[agent], extra={"edge": agent, "edge_jobs": agent.queue})
+    return create_app(services, extra_routers=[jobs_api.router], on_startup=[agent.start],
+                      on_shutdown=[agent.stop])

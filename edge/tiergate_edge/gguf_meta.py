@@ -1,0 +1,94 @@
+"""Read a few metadata values from a GGUF header without loading the model.
+
+The router needs the local model's trained context before the model is loaded (lazy
+load), and the CLI wants to reject a path that is not a GGUF before serving. Reading
+stops as soon as the wanted keys are seen (they precede the big tokenizer arrays).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+
+
+class NotGGUF(ValueError):
+    """The file is missing, truncated or not in GGUF format."""
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFInfo:
+    path: Path
+    architecture: str | None
+    context_length: int | None
+    name: str | None
+    has_chat_template: bool
+
+
+def _read(f: IO[bytes], fmt: str) -> Any:
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise NotGGUF("truncated GGUF header")
+    return struct.unpack(fmt, data)[0]
+
+
+def _string(f: IO[bytes]) -> str:
+    n = _read(f, "<Q")
+    data = f.read(n)
+    if len(data) != n:
+        raise NotGGUF("truncated GGUF string")
+    return data.decode("utf-8", errors="replace")
+
+
+def _value(f: IO[bytes], vtype: int, *, keep: bool) -> Any:
+    if vtype in _SCALARS:
+        return _read(f, _SCALARS[vtype])
+    if vtype == _STRING:
+        if keep:
+            return _string(f)
+        f.seek(_read(f, "<Q"), 1)
+        return None
+    if vtype == _ARRAY:
+        etype, count = _read(f, "<I"), _read(f, "<Q")
+        if etype in _SCALARS:  # fixed size: skip in one seek
+            f.seek(struct.calcsize(_SCALARS[etype]) * count, 1)
+        else:
+            for _ in range(count):
+                _value(f, etype, keep=False)
+        return None
+    raise NotGGUF(f"unknown GGUF value type {vtype}")
+
+
+def read_info(path: str | Path) -> GGUFInfo:
+    """Architecture, trained context length, name and whether a chat template is present."""
+    path = Path(path)
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise NotGGUF(f"cannot open {path}: {e.strerror}") from None
+    found: dict[str, Any] = {}
+    with f:
+        if f.read(4) != b"GGUF":
+            raise NotGGUF(f"{path} is not a GGUF file")
+        _read(f, "<I")  # version
+        _read(f, "<Q")  # tensor count
+        for _ in range(_read(f, "<Q")):
+            key = _string(f)
+            vtype = _read(f, "<I")
+            arch = found.get("general.architecture")
+            wanted = key in ("general.architecture", "general.name") or (
+                arch is not None and key == f"{arch}.context_length")
+            val = _value(f, vtype, keep=wanted)
+            if wanted:
+                found[key] = val
+            if key == "tokenizer.chat_template":
+                found[key] = True
+    arch = found.get("general.architecture")
+    ctx = found.get(f"{arch}.context_length") if arch else None
+    return GGUFInfo(path=path, architecture=arch, context_length=int(ctx) if ctx else None,
+                    name=found.get("general.name"), has_chat_template=bool(found.get("tokenizer.chat_template")))

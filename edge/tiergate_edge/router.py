@@ -1,0 +1,132 @@
+"""The edge's router: the core's request analysis plus the offload policy.
+
+It reuses the core's :func:`~tiergate.routing.plan.needs_of` (prompt size, requested
+output, capabilities) and :func:`~tiergate.routing.classify.classify` with the catalog's
+``task_tiers`` for the task's tier, asks :func:`tiergate_edge.offload.decide` where to
+answer, and returns a core :class:`~tiergate.routing.plan.RoutePlan` whose candidates
+are the local deployment and/or the cloud (the ``openai-compatible`` deployment whose
+``upstream_model`` is what the client asked for), in fallback order. When only the cloud
+can answer and it is down, it raises :class:`~tiergate.errors.OffloadUnavailable` (the
+chat route answers 503, or 202 with a job id when the client allows deferral).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tiergate.admission import Principal
+from tiergate.catalog import Catalog, ModelSpec
+from tiergate.errors import ContextWindowExceeded, InvalidRequest, NoRouteAvailable, OffloadUnavailable
+from tiergate.routing.classify import TaskProfile, classify
+from tiergate.routing.plan import RequestNeeds, RoutePlan, needs_of
+
+from tiergate_edge.offload import OVERRIDES, Decision, LocalState, OffloadRequest, decide
+
+OFFLOAD_HEADER = "x-tiergate-offload"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the request asks for, seen from the edge."""
+
+    task_tier: int
+    upstream_model: str   # what the cloud is asked for
+    why: str
+    forced_local: bool = False
+
+
+class EdgeRouter:
+    def __init__(self, catalog: Catalog, *, local: ModelSpec, cloud: ModelSpec | None,
+                 cloud_up: Callable[[], bool], local_context: Callable[[ModelSpec], int],
+                 policy: str = "prefer-local", headroom: float = 0.05, default_max_tokens: int = 512) -> None:
+        self.catalog = catalog
+        self.local = local
+        self.cloud = cloud
+        self._cloud_up = cloud_up
+        self._local_context = local_context
+        self.policy = policy
+        self._headroom = headroom
+        self._default_max = default_max_tokens
+
+    def target(self, requested: str, task: TaskProfile) -> Target:
+        name = self.catalog.resolve_alias(requested)
+        if name == self.local.name:
+            return Target(self.local.tier, "auto", f"model {requested} (local) requested", forced_local=True)
+        if name == "auto":
+            base = self.catalog.routing.task_tiers.get(task.task_type, 1)  # type: ignore[call-overload]
+            tier = min(base + (1 if task.difficulty == "hard" else 0), 4)
+            return Target(tier, "auto", f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {tier}")
+        if name.startswith("tier:"):
+            try:
+                tier = int(name.split(":", 1)[1])
+            except ValueError:
+                raise InvalidRequest(f"Invalid tier in model '{requested}': use tier:0 .. tier:4",
+                                     param="model") from None
+            if not 0 <= tier <= 4:
+                raise InvalidRequest(f"Invalid tier in model '{requested}': use tier:0 .. tier:4", param="model")
+            return Target(tier, name, f"{requested} -> tier {tier}")
+        # Any other name is a cloud model (or cascade): the cloud's catalog decides.
+        return Target(4, requested, f"model {requested} is a cloud model")
+
+    def state(self) -> LocalState:
+        return LocalState(
+            local_tier=self.local.tier, local_context=self._local_context(self.local),
+            local_capabilities=frozenset(self.local.capabilities or ()),
+            cloud_configured=self.cloud is not None, cloud_up=self.cloud is not None and self._cloud_up(),
+            headroom=self._headroom)
+
+    def decide(self, body: Mapping[str, Any], hints: Mapping[str, str] | None, task_hint: str | None = None
+               ) -> tuple[Decision, Target, TaskProfile, RequestNeeds]:
+        requested = body.get("model") or self.catalog.routing.default_model
+        if not isinstance(requested, str):
+            raise InvalidRequest("'model' must be a string", param="model")
+        override = (hints or {}).get(OFFLOAD_HEADER, "auto").strip().lower()
+        if override not in OVERRIDES:
+            raise InvalidRequest(f"{OFFLOAD_HEADER} must be one of {', '.join(OVERRIDES)}", param=OFFLOAD_HEADER)
+        needs = needs_of(body)
+        task = classify(body.get("messages") or [], self.catalog.routing.keywords, hint=task_hint)
+        target = self.target(requested, task)
+        if target.forced_local and override == "auto":
+            override = "local"
+        req = OffloadRequest(task_tier=target.task_tier, prompt_tokens=needs.prompt_tokens,
+                             max_output_tokens=needs.max_output_tokens or self.local.max_output_tokens
+                             or self._default_max, capabilities=needs.capabilities)
+        return decide(req, self.state(), policy=self.policy, override=override), target, task, needs
+
+    def cloud_spec(self, target: Target) -> ModelSpec:
+        assert self.cloud is not None
+        tier = min(4, max(target.task_tier, self.local.tier + 1))
+        return self.cloud.model_copy(update={"upstream_model": target.upstream_model, "tier": tier})
+
+    def plan(self, body: Mapping[str, Any], principal: Principal, *, max_tier: int | None = None,
+             hints: Mapping[str, str] | None = None, task_hint: str | None = None) -> RoutePlan:
+        d, target, task, needs = self.decide(body, hints, task_hint)
+        reason = f"{target.why}; {d.reason}"
+        if not d.targets:
+            if d.needs_cloud and self.cloud is None:
+                raise NoRouteAvailable(f"No cloud gateway is configured and the local model cannot serve this "
+                                       f"request ({reason})")
+            if d.needs_cloud:
+                raise OffloadUnavailable(f"The cloud is needed for this request but unreachable ({reason})",
+                                         route_reason=reason)
+            if not d.local_capable and needs.capabilities - frozenset(self.local.capabilities or ()):
+                raise NoRouteAvailable(f"The local model cannot serve this request ({reason})")
+            raise ContextWindowExceeded(f"The request does not fit the local model ({reason})", param="messages")
+        chain = [self.local if t == "local" else self.cloud_spec(target) for t in d.targets]
+        chain = [s for s in chain if principal.may_use(s)]
+        if not chain:
+            raise NoRouteAvailable(f"This key may not use the deployments chosen ({reason})")
+        return RoutePlan(mode="single", requested=str(body.get("model") or self.catalog.routing.default_model),
+                         reason=reason, candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs,
+                         extra={"offload": {"policy": self.policy, "targets": list(d.targets),
+                                            "cloud_up": self.state().cloud_up, "upstream_model": target.upstream_model}})
+
+    def upstream_body(self, body: Mapping[str, Any], hints: Mapping[str, str] | None) -> dict[str, Any]:
+        """The body a deferred job sends to the cloud: the model the cloud should route."""
+        task = classify(body.get("messages") or [], self.catalog.routing.keywords)
+        requested = body.get("model") or self.catalog.routing.default_model
+        out = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        out["model"] = self.target(str(requested), task).upstream_model
+        return out

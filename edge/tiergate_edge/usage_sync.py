@@ -1,0 +1,155 @@
+"""Local usage records -> the cloud's usage ingest, when online.
+
+Requests answered by the local model never reach the cloud, so their usage records are
+written to a SQLite outbox (durable at commit) by :class:`RecordingAdmission`, and
+:class:`UsageSync` posts them in batches to ``POST <cloud>/v1/usage/ingest`` whenever the
+cloud is up. Each record has a unique ``id`` (the request id), so a batch resent after a
+crash is deduplicated by the cloud; rows are deleted only after a 2xx.
+Offloaded requests are not recorded here: the cloud gateway records them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tiergate.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
+
+from tiergate_edge.cloud import CloudClient, CloudUnreachable
+from tiergate_edge.connectivity import CloudHealth
+
+log = logging.getLogger("tiergate.edge.usage")
+
+
+class UsageOutbox:
+    def __init__(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL,"
+                             " created REAL NOT NULL)")
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            # OR IGNORE: a record is keyed by its request id and written once.
+            self._db.execute("INSERT OR IGNORE INTO usage_outbox (id, record, created) VALUES (?, ?, ?)",
+                             (record["id"], json.dumps(record), time.time()))
+
+    def batch(self, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM usage_outbox ORDER BY created LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def remove(self, ids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM usage_outbox WHERE id = ?", [(i,) for i in ids])
+
+    def pending(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM usage_outbox").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RecordingAdmission:
+    """Wraps an :class:`~tiergate.admission.Admission`; settles through it, then puts the
+    usage of locally answered requests into the outbox."""
+
+    def __init__(self, inner: Admission, outbox: UsageOutbox, *, device: str) -> None:
+        self._inner = inner
+        self._outbox = outbox
+        self._device = device
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return await self._inner.authenticate(authorization)
+
+    async def admit(self, principal: Principal, req: AdmissionRequest) -> Ticket:
+        return await self._inner.admit(principal, req)
+
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
+        await self._inner.settle(ticket, outcome)
+        dep = outcome.deployment
+        if dep is None or dep.adapter != "llama-cpp":
+            return
+        record = {"id": ticket.request_id, "source": "edge", "device": self._device,
+                  "key_id": ticket.principal.key_id, "tenant": ticket.principal.tenant, "model": dep.name,
+                  "tier": dep.tier, "prompt_tokens": outcome.prompt_tokens,
+                  "completion_tokens": outcome.completion_tokens, "cost_usd": outcome.cost_usd,
+                  "latency_ms": round(outcome.latency_ms, 2), "attempts": outcome.attempts,
+                  "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "ts": time.time()}
+        await asyncio.to_thread(self._outbox.add, record)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class UsageSync:
+    def __init__(self, outbox: UsageOutbox, cloud: CloudClient, health: CloudHealth, *,
+                 interval_s: float = 30.0, batch: int = 200) -> None:
+        self.outbox = outbox
+        self._cloud = cloud
+        self._health = health
+        self._interval = interval_s
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.synced = 0
+        self.last_error: str | None = None
+
+    async def on_recovery(self) -> None:
+        self._wake.set()
+
+    async def sync_once(self) -> int:
+        """Send what is pending while the cloud is up; returns records acknowledged."""
+        sent = 0
+        while self._health.is_up:
+            records = await asyncio.to_thread(self.outbox.batch, self._batch)
+            if not records:
+                break
+            try:
+                status, data = await self._cloud.ingest_usage(records)
+            except CloudUnreachable as e:
+                self._health.mark_down(f"usage sync: {e}")
+                self.last_error = str(e)
+                break
+            if not 200 <= status < 300:
+                self.last_error = f"usage ingest returned {status}"
+                break
+            await asyncio.to_thread(self.outbox.remove, [r["id"] for r in records])
+            sent += len(records)
+            self.synced += len(records)
+            self.last_error = None
+        return sent
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("usage sync failed")
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="tiergate-usage-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,69 @@
+"""The agent over real HTTP with the openai SDK, on the tiny GGUF, no cloud configured."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture
+def agent(edge_agent):
+    return edge_agent()
+
+
+def test_chat_completion_is_answered_locally_with_the_reason(agent) -> None:
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=MSG, max_tokens=6, temperature=0)
+    r = raw.parse()
+    assert raw.headers["x-tiergate-model"] == "local" and raw.headers["x-tiergate-tier"] == "0"
+    assert "offload: stay local" in raw.headers["x-tiergate-route-reason"]
+    assert r.usage is not None and r.usage.completion_tokens >= 6 and r.choices[0].finish_reason == "length"
+
+
+def test_streaming_through_the_agent(agent) -> None:
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+    full = client.chat.completions.create(model="local", messages=MSG, max_tokens=10, temperature=0)
+    stream = client.chat.completions.create(model="local", messages=MSG, max_tokens=10, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_no_cloud_and_local_cannot_serve_is_a_clear_503(agent) -> None:
+    r = httpx.post(agent.base_url + "/chat/completions", json={"model": "auto", "messages": MSG, "tools": TOOLS},
+                   timeout=30)
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["code"] == "no_route_available" and "lacks tools" in err["message"]
+
+
+def test_bad_override_header_is_a_400(agent) -> None:
+    r = httpx.post(agent.base_url + "/chat/completions", json={"model": "auto", "messages": MSG},
+                   headers={"x-tiergate-offload": "sideways"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-tiergate-offload"
+
+
+def test_prompt_too_long_for_local_only_is_a_400(agent) -> None:
+    long = [{"role": "user", "content": "the quick brown fox " * 2000}]
+    r = httpx.post(agent.base_url + "/chat/completions", json={"model": "local", "messages": long}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_health_reports_local_model_and_cloud(agent) -> None:
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+    client.chat.completions.create(model="auto", messages=MSG, max_tokens=2)
+    h = httpx.get(agent.url + "/health", timeout=10).json()["edge"]
+    assert h["local_model"]["loaded"] is True and h["local_model"]["context_window"] == 2048
+    assert h["cloud"] == {**h["cloud"], "configured": False, "state": "down"}
+    assert h["usage_outbox_pending"] >= 1       # the local answer's usage waits for a cloud
+
+
+def test_unknown_job_is_404(agent) -> None:
+    r = httpx.get(agent.base_url + "/jobs/job_nope", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

@@ -1,0 +1,127 @@
+"""The llama-cpp adapter on the tiny GGUF: contract, determinism, streaming, swap, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tiergate.catalog import ModelSpec
+from tiergate.errors import UpstreamBadRequest, UpstreamServerError
+from tiergate.providers.base import Provider, ProviderCall
+from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+
+MSG = [{"role": "user", "content": "hello world"}]
+
+
+def spec(path: Path, name: str = "local", **kw) -> ModelSpec:
+    return ModelSpec(name=name, id=name, model=str(path), adapter="llama-cpp", tier=0, **kw)
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> LlamaCppProvider:
+    return LlamaCppProvider(LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=512))
+
+
+def call(s: ModelSpec, **body) -> ProviderCall:
+    return ProviderCall(deployment=s, body={"messages": MSG, "temperature": 0, **body}, timeout_s=30)
+
+
+def test_is_a_provider(provider: LlamaCppProvider) -> None:
+    assert isinstance(provider, Provider)
+
+
+async def test_complete_is_openai_shaped_with_usage_and_deterministic(provider, tiny_gguf) -> None:
+    s = spec(tiny_gguf)
+    a = await provider.complete(call(s, max_tokens=8))
+    b = await provider.complete(call(s, max_tokens=8))
+    assert a["object"] == "chat.completion" and a["model"] == "local"
+    assert a["choices"][0]["message"]["role"] == "assistant"
+    assert a["choices"][0]["finish_reason"] == "length"
+    # llama-cpp-python counts tokens held back mid-UTF-8 too, so >= the requested 8.
+    assert a["usage"]["completion_tokens"] >= 8 and a["usage"]["prompt_tokens"] > 5
+    assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+
+
+async def test_stream_matches_complete_and_ends_with_usage(provider, tiny_gguf) -> None:
+    s = spec(tiny_gguf)
+    full = await provider.complete(call(s, max_tokens=12))
+    chunks = [c async for c in provider.stream(call(s, max_tokens=12))]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == full["choices"][0]["message"]["content"]
+    last = chunks[-1]
+    assert last["choices"] == [] and last["usage"] == full["usage"]
+
+
+async def test_stream_stops_generating_when_the_consumer_leaves(provider, tiny_gguf) -> None:
+    s = spec(tiny_gguf)
+    agen = provider.stream(call(s, max_tokens=400))
+    async for _ in agen:
+        break
+    await agen.aclose()
+    # The lock is free again: a new request runs at once.
+    r = await asyncio.wait_for(provider.complete(call(s, max_tokens=2)), timeout=10)
+    assert r["usage"]["completion_tokens"] >= 2
+
+
+async def test_event_loop_stays_free_during_generation(provider, tiny_gguf) -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    await provider.complete(call(spec(tiny_gguf), max_tokens=200))
+    t.cancel()
+    assert ticks > 5
+
+
+async def test_one_model_resident_with_swap(provider, tiny_gguf, tiny_gguf_alt) -> None:
+    rt = provider.runtime
+    assert rt.info()["loaded"] is False                      # lazy: nothing loaded yet
+    await provider.complete(call(spec(tiny_gguf), max_tokens=1))
+    assert rt.info()["path"] == str(tiny_gguf) and rt.loads == 1
+    await provider.complete(call(spec(tiny_gguf_alt, name="alt"), max_tokens=1))
+    assert rt.info()["path"] == str(tiny_gguf_alt) and rt.loads == 2
+    await provider.complete(call(spec(tiny_gguf_alt, name="alt"), max_tokens=1))
+    assert rt.loads == 2
+
+
+async def test_context_is_trained_context_capped(tmp_path, tiny_gguf) -> None:
+    rt = LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=512)
+    assert rt.context_window(spec(tiny_gguf)) == 512
+    assert LlamaRuntime(models_dir=tmp_path, n_ctx_cap=100_000).context_window(spec(tiny_gguf)) == 2048
+    assert rt.context_window(spec(tiny_gguf, context_window=300)) == 300
+
+
+async def test_named_chat_format_is_used(provider, tiny_gguf) -> None:
+    await provider.complete(call(spec(tiny_gguf, chat_format="chatml"), max_tokens=1))
+    assert provider.runtime.info()["chat_format"] == "chatml"
+
+
+async def test_prompt_beyond_context_is_a_bad_request(provider, tiny_gguf) -> None:
+    long = [{"role": "user", "content": "the quick brown fox " * 400}]
+    with pytest.raises(UpstreamBadRequest) as e:
+        await provider.complete(ProviderCall(spec(tiny_gguf), {"messages": long, "max_tokens": 8}, 30))
+    assert e.value.status == 400 and not e.value.retryable
+
+
+async def test_tools_and_n_are_rejected_as_bad_requests(provider, tiny_gguf) -> None:
+    with pytest.raises(UpstreamBadRequest):
+        await provider.complete(call(spec(tiny_gguf), tools=[{"type": "function", "function": {"name": "f"}}]))
+    with pytest.raises(UpstreamBadRequest):
+        await provider.complete(call(spec(tiny_gguf), n=2))
+
+
+async def test_missing_or_invalid_model_file_is_an_upstream_error(provider, tmp_path) -> None:
+    with pytest.raises(UpstreamServerError) as e:
+        await provider.complete(call(spec(tmp_path / "missing.gguf"), max_tokens=1))
+    assert e.value.code == "local_model_unavailable"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    with pytest.raises(UpstreamServerError):
+        await provider.complete(call(spec(bad, name="bad"), max_tokens=1))

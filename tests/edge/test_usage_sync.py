@@ -1,0 +1,59 @@
+"""Local usage records reach the cloud's ingest once it is up, and only once acknowledged."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+from fastapi import FastAPI, Request
+
+from tests.edge.conftest import start_app
+
+
+def ingest_app(seen: list[dict[str, Any]], status: list[int]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/v1/usage/ingest")
+    async def ingest(request: Request) -> Any:
+        from fastapi.responses import JSONResponse
+
+        body = await request.json()
+        if status[0] == 200:
+            seen.extend(body["records"])
+        return JSONResponse({"accepted": len(body["records"])}, status_code=status[0])
+
+    return app
+
+
+def test_local_usage_is_synced_to_the_cloud(edge_agent) -> None:
+    seen: list[dict[str, Any]] = []
+    status = [503]
+    url, server, thread = start_app(ingest_app(seen, status))
+    try:
+        agent = edge_agent(url, usage_sync_interval_s=0.2)
+        client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=3)
+        rid = raw.headers["x-request-id"]
+        outbox = agent.agent.outbox
+        t = time.monotonic()
+        while outbox.pending() == 0 and time.monotonic() - t < 5:
+            time.sleep(0.05)
+        time.sleep(0.6)                       # a few sync rounds against a failing ingest
+        assert outbox.pending() == 1 and seen == []
+        status[0] = 200
+        t = time.monotonic()
+        while outbox.pending() and time.monotonic() - t < 10:
+            time.sleep(0.05)
+        assert outbox.pending() == 0
+        [rec] = seen
+        assert rec["id"] == rid and rec["model"] == "local" and rec["source"] == "edge"
+        assert rec["completion_tokens"] == raw.parse().usage.completion_tokens
+    finally:
+        server.should_exit = True
+        thread.join(10)
