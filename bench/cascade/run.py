@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset import ITEMS  # noqa: E402
+
 from tiergate.routing import scoring  # noqa: E402
 from tiergate.routing.cascade import CascadeEngine, StepAnswer  # noqa: E402
 from tiergate.routing.policy import CascadePolicy  # noqa: E402

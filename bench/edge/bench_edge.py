@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import llama_cpp  # noqa: E402
 import openai  # noqa: E402
+
+from tests.edge.conftest import start_app  # noqa: E402
 from tiergate.settings import Settings  # noqa: E402
 from tiergate_edge import default_model  # noqa: E402
 from tiergate_edge.agent import EdgeAgent, build_edge_app  # noqa: E402
 from tiergate_edge.settings import EdgeSettings  # noqa: E402
-
-from tests.edge.conftest import start_app  # noqa: E402
 
 MSG = [{"role": "user", "content": "Write a short story about a robot learning to paint."}]
 

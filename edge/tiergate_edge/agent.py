@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+
 from tiergate.admission import MasterKeyAdmission, Principal
 from tiergate.api.app import build_services, create_app
 from tiergate.api.services import Services
@@ -21,7 +22,6 @@ from tiergate.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig,
 from tiergate.keys import EnvKeyResolver
 from tiergate.providers.base import default_registry
 from tiergate.settings import Settings
-
 from tiergate_edge import default_model, jobs_api
 from tiergate_edge.cloud import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from tiergate.settings import Settings
 
+from tiergate.settings import Settings
 from tiergate_edge.settings import EdgeSettings
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from tiergate.errors import OffloadUnavailable, UpstreamUnavailable
 from tiergate.providers.base import Provider, ProviderCall
-
 from tiergate_edge.connectivity import CloudHealth
 
 

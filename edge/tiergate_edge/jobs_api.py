@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+
 from tiergate.api.deps import PrincipalDep, ServicesDep
 from tiergate.errors import NotFound
 

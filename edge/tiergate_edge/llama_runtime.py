@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+
 from tiergate.catalog import ModelSpec
 from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
 from tiergate.providers.base import ProviderCall
-
 from tiergate_edge import default_model
 from tiergate_edge.gguf_meta import NotGGUF, read_info
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from tiergate.providers.base import ProviderRegistry
 from tiergate.settings import Settings
-
 from tiergate_edge.settings import EdgeSettings
 
 

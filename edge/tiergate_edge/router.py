@@ -21,7 +21,6 @@ from tiergate.catalog import Catalog, ModelSpec
 from tiergate.errors import ContextWindowExceeded, InvalidRequest, NoRouteAvailable, OffloadUnavailable
 from tiergate.routing.classify import TaskProfile, classify
 from tiergate.routing.plan import RequestNeeds, RoutePlan, needs_of
-
 from tiergate_edge.offload import OVERRIDES, Decision, LocalState, OffloadRequest, decide
 
 OFFLOAD_HEADER = "x-tiergate-offload"

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from tiergate.settings import default_data_dir
 
 OffloadPolicy = Literal["local-only", "prefer-local", "prefer-cloud"]

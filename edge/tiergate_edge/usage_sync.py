@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
-
 from tiergate_edge.cloud import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tiergate import catalog as catalog_mod
 
 CATALOG = """

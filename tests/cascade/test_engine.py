@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from tiergate.errors import BudgetExceeded, UpstreamServerError
 from tiergate.routing.cascade import (
     CascadeEngine,

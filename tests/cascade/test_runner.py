@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
+from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
 from tiergate.admission import MasterKeyAdmission, Principal
 from tiergate.errors import BudgetExceeded
 from tiergate.execution.executor import CallContext
 from tiergate.routing.cascade_runner import run_cascade
-
-from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
 
 
 def chat(client, model, messages=CODE_ASK, **kw):

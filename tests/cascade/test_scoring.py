@@ -1,6 +1,7 @@
 """The deterministic scorer: each check, in English and Japanese."""
 
 import pytest
+
 from tiergate.routing.scoring import (
     Expectations,
     Score,

@@ -15,15 +15,15 @@ import boto3
 import pytest
 from statelint.config import Config
 from statelint.linter import Linter
+
+from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
+from tests.support.moto_server import moto_config
 from tiergate.admission import Principal
 from tiergate.errors import RETRYABLE_ERROR_NAMES, InvalidRequest, UpstreamServerError
 from tiergate.handlers.cascade import CascadeTasks
 from tiergate.routing.cascade_steps import execution_input
 from tiergate.routing.policy import CascadePolicy
 from tiergate.routing.stepfunctions import definition
-
-from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
-from tests.support.moto_server import moto_config
 
 FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:tiergate-cascade-step"
 

@@ -7,10 +7,10 @@ import time
 
 import httpx
 from fastapi import FastAPI
-from tiergate_edge.connectivity import CloudHealth
 
 from tests.edge.conftest import start_app
 from tests.support.procs import free_port
+from tiergate_edge.connectivity import CloudHealth
 
 
 def health_app() -> FastAPI:

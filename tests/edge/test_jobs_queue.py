@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tiergate_edge.jobs import JobStore, lock_queue_file
 
 BODY = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from tiergate.catalog import ModelSpec
 from tiergate.errors import UpstreamBadRequest, UpstreamServerError
 from tiergate.providers.base import Provider, ProviderCall

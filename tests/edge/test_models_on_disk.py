@@ -6,10 +6,10 @@ import io
 from pathlib import Path
 
 import pytest
-from tiergate_edge import default_model
-from tiergate_edge.gguf_meta import NotGGUF, read_info
 
 from tests.support.tiny_gguf import write_tiny_gguf
+from tiergate_edge import default_model
+from tiergate_edge.gguf_meta import NotGGUF, read_info
 
 
 def test_tiny_gguf_is_small_and_deterministic(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tiergate_edge.offload import LocalState, OffloadRequest, decide
 
 LOCAL_CAPS = frozenset({"json"})
