@@ -21,6 +21,8 @@ from tiergate.api.services import Services
 from tiergate.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
 from tiergate.keys import EnvKeyResolver
 from tiergate.providers.base import default_registry
+from tiergate.routing import cascade_runner
+from tiergate.routing.policy import CascadePolicy
 from tiergate.settings import Settings
 from tiergate_edge import default_model, jobs_api
 from tiergate_edge.cloud import CloudClient
@@ -34,6 +36,7 @@ from tiergate_edge.usage_sync import RecordingAdmission, UsageOutbox, UsageSync
 
 LOCAL_NAME = "local"
 CLOUD_NAME = "cloud"
+ESCALATE_POLICY = "edge-escalate"
 #: On a device the local model takes general chat too; harder or heavier work goes up.
 EDGE_TASK_TIERS = {"coding": 0, "general": 0, "analysis": 2, "premium": 3, "realtime": 4}
 
@@ -57,7 +60,12 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     reliability = ReliabilityConfig(max_attempts_per_deployment=1, circuit_cooldown_s=2.0,
                                     attempt_timeout_s=edge.offload_timeout_s,
                                     deadline_s=max(180.0, edge.offload_timeout_s))
-    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability), source="edge")
+    cascades = {}
+    if edge.cloud_api_base and edge.escalate_poor_answers:
+        cascades[ESCALATE_POLICY] = CascadePolicy(mode="escalate", models=[LOCAL_NAME, CLOUD_NAME],
+                                                  threshold=edge.escalate_threshold)
+    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability, cascades=cascades),
+                   source="edge")
 
 
 class _EdgeKeys:
@@ -91,7 +99,8 @@ class EdgeAgent:
         self.router = EdgeRouter(self.catalog, local=self.local, cloud=self.cloud, cloud_up=lambda: self.health.is_up,
                                  local_context=self.runtime.context_window, policy=edge.policy,
                                  headroom=self.catalog.routing.context_headroom,
-                                 default_max_tokens=edge.default_max_tokens)
+                                 default_max_tokens=edge.default_max_tokens,
+                                 escalate_policy=ESCALATE_POLICY if ESCALATE_POLICY in self.catalog.cascades else None)
         key = edge.cloud_key.get_secret_value() if edge.cloud_key else None
         self.keys = _EdgeKeys(key)
         self.cloud_client = CloudClient(edge.cloud_url or "http://127.0.0.1:9", key, self.http,
@@ -170,5 +179,6 @@ def build_edge_app(agent: EdgeAgent) -> FastAPI:
     services = build_services(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                               router=agent.router, key_resolver=agent.keys, deferrer=agent,
                               health_sources=[agent], extra={"edge": agent, "edge_jobs": agent.queue})
+    cascade_runner.install(services)  # local-then-cloud escalation of weak local answers
     return create_app(services, extra_routers=[jobs_api.router], on_startup=[agent.start],
                       on_shutdown=[agent.stop])

@@ -39,8 +39,11 @@ class Target:
 class EdgeRouter:
     def __init__(self, catalog: Catalog, *, local: ModelSpec, cloud: ModelSpec | None,
                  cloud_up: Callable[[], bool], local_context: Callable[[ModelSpec], int],
-                 policy: str = "prefer-local", headroom: float = 0.05, default_max_tokens: int = 512) -> None:
+                 policy: str = "prefer-local", headroom: float = 0.05, default_max_tokens: int = 512,
+                 escalate_policy: str | None = None) -> None:
         self.catalog = catalog
+        #: Cascade policy (local, then cloud) used when the local answer should be scored.
+        self.escalate_policy = escalate_policy
         self.local = local
         self.cloud = cloud
         self._cloud_up = cloud_up
@@ -117,10 +120,24 @@ class EdgeRouter:
         chain = [s for s in chain if principal.may_use(s)]
         if not chain:
             raise NoRouteAvailable(f"This key may not use the deployments chosen ({reason})")
-        return RoutePlan(mode="single", requested=str(body.get("model") or self.catalog.routing.default_model),
+        requested = str(body.get("model") or self.catalog.routing.default_model)
+        if (self.escalate_policy and len(chain) > 1 and chain[0] is self.local and not body.get("stream")):
+            # Local first with the cloud reachable: score the local answer and escalate a weak
+            # one (empty, truncated, refused, malformed) to the cloud through the cascade engine.
+            return RoutePlan(mode="cascade", requested=requested, cascade_policy=self.escalate_policy,
+                             reason=f"{reason}; local answer scored, weak answers escalate to the cloud",
+                             candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs)
+        return RoutePlan(mode="single", requested=requested,
                          reason=reason, candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs,
                          extra={"offload": {"policy": self.policy, "targets": list(d.targets),
                                             "cloud_up": self.state().cloud_up, "upstream_model": target.upstream_model}})
+
+    def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
+                        ) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
+        """The cascade runner's view of a tier: the deployments there this key may use."""
+        specs = [s for s in self.catalog.in_tier(tier) if principal.may_use(s)]
+        return specs, [(s.deployment_id, "not allowed for this key") for s in self.catalog.in_tier(tier)
+                       if s not in specs]
 
     def upstream_body(self, body: Mapping[str, Any], hints: Mapping[str, str] | None) -> dict[str, Any]:
         """The body a deferred job sends to the cloud: the model the cloud should route."""

@@ -45,6 +45,8 @@ class EdgeSettings(BaseSettings):
     policy: OffloadPolicy = "prefer-local"
     #: Escalate to the cloud when the local answer is empty, truncated or a refusal.
     escalate_poor_answers: bool = True
+    #: Score below which a local answer is escalated (the cascade scorer's 0..1 scale).
+    escalate_threshold: float = Field(0.5, ge=0, le=1)
 
     probe_interval_s: float = Field(15.0, gt=0)
     probe_timeout_s: float = Field(2.0, gt=0)

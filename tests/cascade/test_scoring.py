@@ -136,3 +136,11 @@ def test_judge_parsing_and_blend():
     blended = blend_judge(Score(1.0, ("ok",)), 4.0, 0.5)
     assert blended.value == pytest.approx(0.7) and blended.judge == 4.0 and "judge:4/10" in blended.reasons
     assert "judge:unparseable" in blend_judge(Score(0.9, ("ok",)), None, 0.5).reasons
+
+
+def test_stopping_at_the_clients_own_cap_is_not_a_weakness():
+    body = {"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 8}
+    s = score_response(expectations(body), completion("Once upon a time there", finish="length"))
+    assert "stopped_at_max_tokens" in s.reasons and "truncated" not in s.reasons and s.value >= 0.7
+    uncapped = score_response(expectations({"messages": body["messages"]}), completion("Once upon", finish="length"))
+    assert "truncated" in uncapped.reasons and uncapped.value <= 0.3

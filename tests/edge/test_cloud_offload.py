@@ -156,3 +156,29 @@ def test_kill_9_mid_queue_then_restart_completes_every_job_exactly_once(tiny_ggu
         assert counts == {"queued": 0, "running": 0, "done": len(ids), "failed": 0}
     finally:
         stop(agent, sig=signal.SIGKILL)
+
+
+def test_weak_local_answer_escalates_to_the_cloud(edge_agent, cloud, sim) -> None:
+    """Local first, scored by the cascade scorer: the tiny model's random text is not the
+    JSON the prompt asks for, so the answer goes up to the cloud; with escalation off the
+    local answer stands."""
+    agent = edge_agent(cloud.url)
+    until(lambda: agent.agent.health.is_up, what="cloud seen up")
+    sim.script("*", [{"content": '{"name": "Ada", "age": 36}'}])
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+    ask = [{"role": "user", "content": "Reply in JSON with the keys name and age."}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=ask)
+    assert raw.headers["x-tiergate-model"] == "cloud", raw.parse().model_extra
+    assert raw.parse().choices[0].message.content == '{"name": "Ada", "age": 36}'
+    assert "weak answers escalate" in raw.headers["x-tiergate-route-reason"]
+    steps = raw.parse().model_extra["tiergate_cascade"]["steps"]
+    assert [s["model"] for s in steps] == ["local", "cloud"]
+    assert "invalid_json" in steps[0]["reasons"]
+    assert prompts_seen(sim, "keys name and age") == 1
+
+    plain = edge_agent(cloud.url, escalate_poor_answers=False)
+    until(lambda: plain.agent.health.is_up, what="cloud seen up")
+    raw = openai.OpenAI(base_url=plain.base_url, api_key="unused").chat.completions.with_raw_response.create(
+        model="auto", messages=ask)
+    assert raw.headers["x-tiergate-model"] == "local"
+    assert prompts_seen(sim, "keys name and age") == 1

@@ -36,6 +36,9 @@ class Expectations:
     list_: bool = False
     items: int | None = None
     tools: bool = False
+    #: The client capped the answer (max_tokens): stopping at that cap is what it asked for,
+    #: and a stronger tier would stop at the same cap, so it is not a reason to escalate.
+    capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ def expectations(body: Mapping[str, Any]) -> Expectations:
         list_=(bool(_ASK_LIST.search(text)) or items is not None) and not wants_code,
         items=items if items and 1 < items <= 50 else None,
         tools=bool(body.get("tools") or body.get("functions")),
+        capped=bool(body.get("max_tokens") or body.get("max_completion_tokens")),
     )
 
 
@@ -154,7 +158,9 @@ def score_text(exp: Expectations, text: str, *, finish_reason: str | None = None
     reasons: list[str] = []
     cap = 1.0
     mult = 1.0
-    if finish_reason == "length":
+    if finish_reason == "length" and exp.capped:
+        reasons.append("stopped_at_max_tokens")
+    elif finish_reason == "length":
         reasons.append("truncated")
         cap = min(cap, 0.3)
     stripped = text.strip()
