@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.moto_server",
     "tests.support.upstream_fixtures",
     "tests.support.gateway",
+    "tests.support.dynalite",
 ]

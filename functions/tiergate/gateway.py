@@ -8,6 +8,7 @@ the admission implementation makes it durable.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ class _Admitted:
     upstream_body: dict[str, Any]
     ctx: CallContext
     notes: list[str] = field(default_factory=list)
+
+
+async def _noop() -> None:
+    return None
 
 
 def sse(obj: Any) -> bytes:
@@ -186,7 +191,17 @@ class Gateway:
         prompt_est = a.plan.needs.prompt_tokens if a.plan.needs else 0
         state: dict[str, Any] = {"usage": None, "text_tokens": 0, "outcome": "ok"}
 
+        async def settle() -> None:
+            u = state["usage"] or {}
+            p = u.get("prompt_tokens", prompt_est)
+            c = u.get("completion_tokens", state["text_tokens"])
+            await self._settler(a, Outcome(
+                deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
+                latency_ms=(time.perf_counter() - started) * 1000, attempts=len(h.attempts),
+                outcome=state["outcome"], capability=a.plan.task.task_type if a.plan.task else None))()
+
         async def chunks() -> AsyncIterator[bytes]:
+            settled = False
             try:
                 if h.first is not None:
                     out = self._forward(h.first, state, want_usage, spec, prompt_est)
@@ -199,24 +214,27 @@ class Gateway:
             except GatewayError as e:
                 # Mid-stream failure: end with an error event, never silently truncated text.
                 state["outcome"] = f"error:{e.code}"
+                settled = True
+                await settle()
                 yield sse({"error": {"message": f"upstream stream interrupted: {e.message}", "type": e.type,
                                      "code": "stream_interrupted", "param": None}})
                 return
+            except (GeneratorExit, asyncio.CancelledError):
+                if not settled:
+                    # The client went away mid-stream: bill what was produced, durably.
+                    state["outcome"] = "client_disconnected"
+                    settled = True
+                    await asyncio.shield(settle())
+                raise
             if want_usage and state["usage"] is None:
                 # The upstream reported no usage: send our estimate so the client still gets one.
                 yield sse(self._usage_chunk(h.first, spec, prompt_est, state["text_tokens"]))
+            # Settle before [DONE]: the client's acknowledgement means the record is durable.
+            settled = True
+            await settle()
             yield SSE_DONE
 
-        async def settle() -> None:
-            u = state["usage"] or {}
-            p = u.get("prompt_tokens", prompt_est)
-            c = u.get("completion_tokens", state["text_tokens"])
-            await self._settler(a, Outcome(
-                deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
-                latency_ms=(time.perf_counter() - started) * 1000, attempts=len(h.attempts),
-                outcome=state["outcome"], capability=a.plan.task.task_type if a.plan.task else None))()
-
-        return Streaming(self._headers(a, spec, h.attempts), chunks(), settle, spec)
+        return Streaming(self._headers(a, spec, h.attempts), chunks(), _noop, spec)
 
     # --- cascades -----------------------------------------------------------------
 

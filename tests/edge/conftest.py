@@ -15,7 +15,6 @@ import uvicorn
 
 from tests.support.procs import free_port
 from tests.support.tiny_gguf import write_tiny_gguf
-from tests.support.upstream_fixtures import sim, upstream  # noqa: F401  (the simulator, for offload tests)
 
 
 @pytest.fixture(scope="session")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.background import BackgroundTask
 
+from tiergate.admission import Principal
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
 from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import ChatRequest
+from tiergate.api.services import Services
 from tiergate.errors import OffloadUnavailable
 from tiergate.gateway import Gateway
+from tiergate.limits.idempotency import Hit, request_hash
 
 router = APIRouter()
 
@@ -25,13 +29,35 @@ async def chat_completions(request: Request, services: ServicesDep, principal: P
     try:
         if req.stream:
             s = await gw.stream(body, principal, hints)
-            return StreamingResponse(s.chunks, media_type="text/event-stream", headers=s.headers,
-                                     background=BackgroundTask(s.settle))
-        done = await gw.complete(body, principal, hints)
+            return StreamingResponse(s.chunks, media_type="text/event-stream", headers=s.headers)
+        return await _complete(gw, services, body, principal, hints, request.headers.get("idempotency-key"))
     except OffloadUnavailable:
         if services.deferrer is not None and hints.get("x-tiergate-defer", "").lower() == "allow":
             job_id = await services.deferrer.defer(body, principal, hints)
             return JSONResponse({"id": job_id, "object": "tiergate.job", "status": "queued"}, status_code=202,
-                                  headers={"location": f"/v1/jobs/{job_id}"})
+                                headers={"location": f"/v1/jobs/{job_id}"})
         raise
-    return JSONResponse(done.response, headers=done.headers, background=BackgroundTask(done.settle))
+
+
+async def _complete(gw: Gateway, services: Services, body: dict[str, Any], principal: Principal,
+                    hints: dict[str, str], idem_key: str | None) -> Response:
+    """A non-streaming completion; with ``Idempotency-Key``, a retry replays the first
+    response instead of paying twice (a concurrent duplicate gets 409 or waits)."""
+    idem = services.extra.get("idempotency")
+    started = None
+    if idem_key and idem is not None:
+        got = await idem.begin(principal.key_id, idem_key, request_hash(body))
+        if isinstance(got, Hit):
+            return JSONResponse(got.body, status_code=got.status,
+                                headers={**got.headers, "x-tiergate-idempotent-replay": "true"})
+        started = got
+    try:
+        done = await gw.complete(body, principal, hints)
+        await done.settle()  # durable before the client sees the answer (see Admission.settle)
+    except BaseException:
+        if started is not None:
+            await idem.fail(started)
+        raise
+    if started is not None:
+        await idem.complete(started, 200, done.response, done.headers)
+    return JSONResponse(done.response, headers=done.headers)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.background import BackgroundTask
 
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
@@ -16,7 +15,8 @@ from tiergate.gateway import Completed, Gateway
 router = APIRouter()
 
 
-def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
+async def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
+    await done.settle()  # durable before the client sees the answer (see Admission.settle)
     r = done.response
     choice = (r.get("choices") or [{}])[0]
     usage = r.get("usage") or {}
@@ -30,7 +30,7 @@ def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
         "route_reason": done.headers.get("x-tiergate-route-reason"),
         **extra,
     }
-    return JSONResponse(body, headers=done.headers, background=BackgroundTask(done.settle))
+    return JSONResponse(body, headers=done.headers)
 
 
 def _chat_body(messages: list[dict[str, str]], tier: int | None, max_tokens: int | None,
@@ -51,7 +51,7 @@ async def generate(request: Request, services: ServicesDep, principal: Principal
     body = _chat_body(messages, req.preferred_tier, req.max_tokens, req.temperature)
     done = await Gateway(services).complete(body, principal, tiergate_hints(request),
                                             task_hint=None if req.task_type == "auto" else req.task_type)
-    return _render(done, {"task_type": req.task_type})
+    return await _render(done, {"task_type": req.task_type})
 
 
 @router.post("/code")
@@ -63,4 +63,4 @@ async def code(request: Request, services: ServicesDep, principal: PrincipalDep)
     body = _chat_body([{"role": "system", "content": system}, {"role": "user", "content": task}],
                       req.preferred_tier, req.max_tokens, None)
     done = await Gateway(services).complete(body, principal, tiergate_hints(request), task_hint="coding")
-    return _render(done, {"language": req.language, "include_tests": req.include_tests})
+    return await _render(done, {"language": req.language, "include_tests": req.include_tests})

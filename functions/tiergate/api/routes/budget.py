@@ -1,0 +1,32 @@
+"""``GET /v1/budget``: limits, spent, reserved and remaining per scope, period and tier."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from tiergate.api.responses import JSONResponse
+from tiergate.errors import PermissionDenied
+from tiergate.limits import budgets
+from tiergate.limits.deps import KeysDep, PrincipalDep, StoreDep
+
+router = APIRouter()
+
+
+@router.get("/v1/budget")
+async def get_budget(request: Request, store: StoreDep, keys: KeysDep, principal: PrincipalDep,
+                     tenant: str | None = None, key_id: str | None = None) -> JSONResponse:
+    """Own key: its key, tenant and global scopes. Master: global (and a tenant's or a key's)."""
+    cfg = request.app.state.services.catalog.budgets
+    key = principal.metadata.get("key")
+    if principal.is_master:
+        key = await keys.get(key_id) if key_id else None
+        tenant = key.tenant if key is not None else tenant
+    elif (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
+        raise PermissionDenied("Only the master key may read other keys' or tenants' budgets")
+    else:
+        tenant = principal.tenant
+    scopes = await budgets.report(store, cfg, key=key, tenant=tenant, now=time.time())
+    return JSONResponse({"object": "tiergate.budget", "soft_limit_fraction": cfg.soft_limit_fraction,
+                         "key_id": key.key_id if key else None, "tenant": tenant, "scopes": scopes})
