@@ -635,7 +635,7 @@ async def _sleep_or_disconnect(receive, seconds: float) -> None:
             pass
     try:
         await asyncio.wait_for(wait_disconnect(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return
     raise _Drop
 

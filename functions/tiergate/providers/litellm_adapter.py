@@ -24,7 +24,12 @@ from typing import Any
 
 from tiergate import errors
 from tiergate.providers.base import ProviderCall
-from tiergate.providers.openai_compat import error_for_status, error_for_transport, interrupted, parse_retry_after
+from tiergate.providers.openai_compat import (
+    error_for_status,
+    error_for_transport,
+    interrupted,
+    parse_retry_after,
+)
 
 # Parameters we set ourselves; a caller's copy in ``body`` must not override them.
 _RESERVED = frozenset({"model", "stream", "stream_options", "api_base", "base_url", "api_key", "timeout",
@@ -134,8 +139,22 @@ class LiteLLMProvider:
             return errors.UpstreamAuthFailed(text, **details)
         if kind == "timeout":
             return errors.UpstreamTimeout(text, **details)
+        if kind in ("connect", "server", None):
+            # litellm reports a refused connection as APIConnectionError or InternalServerError
+            # depending on the provider: the transport exception in the cause chain decides.
+            transport = _transport_cause(exc)
+            if transport is not None:
+                import httpx  # a litellm dependency, already imported with it
+
+                err = error_for_transport(
+                    transport, dep_id,
+                    unreachable=(httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                                 httpx.UnsupportedProtocol, httpx.ProxyError),
+                    timeouts=(httpx.TimeoutException, TimeoutError))
+                err.details = {**details, **err.details}
+                return err
         if kind == "connect":
-            return self._connection_error(exc, text, details)
+            return errors.UpstreamUnavailable(text, **details)
         if kind == "server":
             return errors.UpstreamServerError(text, **details)
         if kind == "bad":
@@ -146,25 +165,23 @@ class LiteLLMProvider:
             return error_for_status(status, headers, message, dep_id)
         return errors.UpstreamServerError(text, **details)
 
-    @staticmethod
-    def _connection_error(exc: BaseException, text: str, details: dict[str, Any]) -> errors.UpstreamError:
-        """litellm wraps connect failures *and* broken responses in APIConnectionError; the
-        transport exception in its cause chain says which one it was."""
-        import httpx  # litellm depends on it; already imported by then
-
-        cause: BaseException | None = exc.__cause__ or exc.__context__
-        seen = 0
-        while cause is not None and seen < 8:
-            if isinstance(cause, httpx.HTTPError):
-                err = error_for_transport(cause, details["deployment"])
-                err.details.update(details)
-                return err
-            cause, seen = cause.__cause__ or cause.__context__, seen + 1
-        return errors.UpstreamUnavailable(text, **details)
-
     async def aclose(self) -> None:
         # litellm owns its HTTP clients (cached per provider/api_base); nothing of ours to close.
         return None
+
+
+def _transport_cause(exc: BaseException) -> BaseException | None:
+    """The first httpx transport exception (connect, timeout, protocol) in ``exc``'s chain."""
+    import httpx  # a litellm dependency, already imported with it
+
+    cause: BaseException | None = exc
+    for _ in range(10):
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if cause is None:
+            return None
+        if isinstance(cause, httpx.TransportError):
+            return cause
+    return None
 
 
 def _exception_table(lib: ModuleType) -> tuple[tuple[type[BaseException], str], ...]:
