@@ -14,11 +14,11 @@ def cloud_settings_and_keys(settings: Settings | None = None) -> tuple[Settings,
     settings = settings or Settings()
     if not settings.provider_keys_secret:
         return settings, EnvKeyResolver()
-    from tiergate.aws import secret_field_lookup
+    from tiergate.aws import SecretsLookup
 
-    lookup = secret_field_lookup(settings.provider_keys_secret)
+    lookup = SecretsLookup(settings.provider_keys_secret)  # cached (Powertools Parameters)
     if settings.master_key is None:
-        master = lookup("master_key")
+        master = lookup.master_key()
         if master:
             settings = settings.model_copy(update={"master_key": SecretStr(master)})
     return settings, EnvKeyResolver(secret_lookup=lookup)

@@ -28,7 +28,20 @@ def handler(sim, tmp_path, monkeypatch):
     sys.modules.pop("tiergate.handlers.api", None)
     mod = importlib.import_module("tiergate.handlers.api")
     yield mod.handler
+    close_app(mod.app)
     sys.modules.pop("tiergate.handlers.api", None)
+
+
+def close_app(app) -> None:
+    """Close the pooled provider clients on the loop Mangum ran them on."""
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loop = asyncio.get_event_loop()
+    loop.run_until_complete(app.state.services.registry.aclose())
+    loop.run_until_complete(app.state.services.admission.aclose())
 
 
 class Ctx:

@@ -12,6 +12,7 @@ import uuid
 import zipfile
 
 import boto3
+import httpx
 import pytest
 from statelint.config import Config
 from statelint.linter import Linter
@@ -258,3 +259,39 @@ def test_moto_catch_without_an_answer_fails_with_the_error_name(sfn):
     _, inp = initial_state(policy)
     d, entered, _ = sfn(policy, ["x" * 6_100_000], inp)
     assert d["status"] == "FAILED" and entered[-2:] == ["HaveBest?", "Failed"]
+
+
+class StateMachineRunner:
+    """Stands in for StartSyncExecution, which moto does not implement: the same input the
+    API function sends, walked through the real task handler along the state machine's
+    path (``drive``), and the Finish output returned as the execution's output."""
+
+    def __init__(self, tasks, policy):
+        self.tasks, self.policy, self.payloads = tasks, policy, []
+
+    def run(self, payload, *, name=None):
+        self.payloads.append((payload, name))
+        init = definition(self.policy, step_function_arn=FN_ARN)["States"]["Init"]["Parameters"]
+        _, _, final = drive(self.tasks, {**payload, "policy": init["policy"], "cursor": init["cursor"]})
+        return final
+
+
+def test_api_runs_default_cascade_on_step_functions_when_deployed(gateway_factory, sim, tasks):
+    from tests.cascade.conftest import CATALOG
+
+    url, app = gateway_factory(CATALOG, cascade_state_machine_arn="arn:aws:states:us-east-1:123456789012:"
+                                                                   "stateMachine:tiergate-cascade")
+    runner = StateMachineRunner(tasks, app.state.services.catalog.cascades["default"])
+    app.state.services.extra["sfn_cascade"] = runner
+    sim.script("small-0", {"content": BROKEN_PY})
+    sim.script("mid-1", {"content": GOOD_PY})
+    r = httpx.post(url + "/v1/chat/completions", json={"model": "cascade", "messages": CODE_ASK})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-tiergate-model"] == "mid" and r.headers["x-tiergate-cascade"].startswith("escalate;0:small")
+    assert r.json()["choices"][0]["message"]["content"] == GOOD_PY
+    (payload, name), = runner.payloads
+    assert payload["request"]["messages"] == CODE_ASK and name == r.headers["x-request-id"]
+    # Other policies run in process even when a state machine is deployed.
+    sim.script("small-0", {"content": GOOD_PY})
+    r = httpx.post(url + "/v1/chat/completions", json={"model": "cascade:refine", "messages": CODE_ASK})
+    assert r.status_code == 200 and len(runner.payloads) == 1

@@ -13,6 +13,7 @@ ticket's ``max_tier`` (soft limit) lowers the ceiling of the remaining steps.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ class CascadeResult:
     cost_usd: float
     header_value: str
     final_deployment: ModelSpec
-    outcome: CascadeOutcome
+    outcome: CascadeOutcome | None
     attempts: int = 0
+    stop_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -187,7 +189,7 @@ async def run_cascade(services: Any, policy_name: str | None, body: Mapping[str,
                          "cost_usd": round(outcome.cost_usd, 10)}
     response["tiergate_cascade"] = {"policy": name, "task_type": task_type, **summarize(outcome)}
     return CascadeResult(response, outcome.steps, outcome.cost_usd, header_value(outcome), final.deployment,
-                         outcome, steps.usage.attempts)
+                         outcome, steps.usage.attempts, outcome.stop_reason)
 
 
 @dataclass
@@ -203,14 +205,17 @@ class CascadeRunner:
         ctx = CallContext(request_id=new_request_id(),
                           deadline=time.monotonic() + self.services.catalog.reliability.deadline_s)
         task = plan.task.task_type if getattr(plan, "task", None) else None
-        r = await run_cascade(self.services, plan.cascade_policy, body, principal, ctx, task_type=task)
+        if self._on_step_functions(plan.cascade_policy):
+            r = await self._run_state_machine(body, task, principal, ctx)
+        else:
+            r = await run_cascade(self.services, plan.cascade_policy, body, principal, ctx, task_type=task)
         r.response.setdefault("id", ctx.request_id)
         spec = r.final_deployment
         headers = {
             "x-request-id": ctx.request_id, "x-tiergate-model": spec.name, "x-tiergate-deployment": spec.deployment_id,
             "x-tiergate-tier": str(spec.tier), "x-tiergate-attempts": str(r.attempts),
             "x-tiergate-cost-usd": f"{r.cost_usd:.10f}", "x-tiergate-cascade": header_safe(r.header_value, 1000),
-            "x-tiergate-route-reason": header_safe(f"{plan.reason}; {r.outcome.stop_reason}"),
+            "x-tiergate-route-reason": header_safe(f"{plan.reason}; {r.stop_reason}"),
         }
         telemetry = self.services.telemetry
         latency = (time.perf_counter() - started) * 1000
@@ -222,6 +227,33 @@ class CascadeRunner:
                                 "outcome": "ok"})
 
         return Completed(r.response, headers, settle, spec, r.cost_usd)
+
+
+    def _on_step_functions(self, policy: str | None) -> bool:
+        # The deployed state machine is generated from the "default" policy; other
+        # policies (and every policy locally) run in process with the same engine steps.
+        return bool(self.services.settings.cascade_state_machine_arn) and (policy or "default") == "default"
+
+    async def _run_state_machine(self, body: dict[str, Any], task: str | None, principal: Principal,
+                                 ctx: CallContext) -> CascadeResult:
+        """The cloud path: ``StartSyncExecution`` of the Express state machine; its Lambda
+        tasks run the same answer/score/finish steps. Failures come back as our errors."""
+        sfn = self.services.extra.get("sfn_cascade")
+        if sfn is None:
+            from tiergate.aws import CascadeRunner as StepFunctionsRunner
+
+            sfn = self.services.extra["sfn_cascade"] = StepFunctionsRunner(
+                self.services.settings.cascade_state_machine_arn)
+        from tiergate.routing.cascade_steps import execution_input  # imports this module
+
+        payload = execution_input(body, task_type=task, principal=principal, request_id=ctx.request_id)
+        out = await asyncio.to_thread(sfn.run, payload, name=ctx.request_id)
+        group = self.services.catalog.groups.get(out["model"])
+        spec = group[0] if group else next(m for m in self.services.catalog.models if m.tier == out["tier"])
+        steps = out["response"].get("tiergate_cascade", {}).get("steps", [])
+        summary = out["response"].get("tiergate_cascade", {})
+        return CascadeResult(out["response"], steps, out["cost_usd"], out["header"], spec, None, len(steps),
+                             str(summary.get("stop_reason") or "cascade on Step Functions"))
 
 
 def explain_draft(services: Any) -> Callable[[Any, dict[str, Any], Any], dict[str, Any]]:

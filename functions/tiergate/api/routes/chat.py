@@ -9,7 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from tiergate.admission import Principal
 from tiergate.api.body import read_json, validate
-from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
+from tiergate.api.deps import tiergate_hints
 from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import ChatRequest
 from tiergate.api.services import Services
@@ -21,7 +21,11 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, services: ServicesDep, principal: PrincipalDep) -> Response:
+async def chat_completions(request: Request) -> Response:
+    # The hot path: services and the caller are looked up directly rather than through
+    # FastAPI dependencies (their resolution costs more than the rest of the route).
+    services: Services = request.app.state.services
+    principal = await services.admission.authenticate(request.headers.get("authorization"))
     body = await read_json(request, services.settings.max_body_bytes)
     req = validate(ChatRequest, body)
     hints = tiergate_hints(request)

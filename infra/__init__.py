@@ -1,0 +1,1 @@
+"""The tiergate CDK app: stage config, constructs and stacks (see app.py)."""

@@ -1,0 +1,1 @@
+"""Stacks compose constructs and do the wiring (grants, environment variables)."""
