@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from tiergate.cli import is_loopback
 from tiergate.settings import Settings
 from tiergate_edge.settings import EdgeSettings
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, EdgeSettings]:
@@ -44,7 +35,7 @@ def run_edge(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"tiergate edge: invalid setting: {e}", file=sys.stderr)
         return 2
-    if settings.master_key is None and not _is_loopback(settings.host):
+    if settings.master_key is None and not is_loopback(settings.host):
         print(f"tiergate edge: refusing to bind {settings.host} without TIERGATE_MASTER_KEY", file=sys.stderr)
         return 2
     try:

@@ -19,6 +19,8 @@ from typing import Literal
 
 import httpx
 
+from tiergate_edge.background import stop_task
+
 log = logging.getLogger("tiergate.edge.connectivity")
 
 State = Literal["unknown", "up", "down"]
@@ -126,8 +128,5 @@ class CloudHealth:
         self._task = asyncio.create_task(self._loop(), name="tiergate-cloud-probe")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)

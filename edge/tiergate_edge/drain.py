@@ -10,9 +10,9 @@ fault and fails the job for good; anything else is retried later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from tiergate_edge.background import WakeLoop
 from tiergate_edge.cloud import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.jobs import Job, JobQueue
@@ -30,13 +30,11 @@ class Drainer:
         self._health = health
         self._concurrency = concurrency
         self._lease_s = lease_s
-        self._poll_s = poll_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = WakeLoop("tiergate-queue-drain", self.drain_once, interval_s=poll_s, log=log)
         self.completed = 0
 
     def kick(self) -> None:
-        self._wake.set()
+        self._runner.wake()
 
     async def on_recovery(self) -> None:  # CloudHealth listener
         self.kick()
@@ -73,27 +71,13 @@ class Drainer:
         await self.queue.release(job.id, err)
         return False
 
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            self._wake.clear()
-            try:
-                await self.drain_once()
-            except Exception:  # keep draining on the next wake; the jobs are safe in SQLite
-                log.exception("queue drain failed")
-
     async def start(self) -> None:
-        if self._task is None:
+        if not self._runner.running:
             recovered = await self.queue.recover()
             if recovered:
                 log.info("requeued %d job(s) left running by a previous process", recovered)
-            self._task = asyncio.create_task(self._loop(), name="tiergate-queue-drain")
+            self._runner.start()
             self.kick()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._runner.stop()

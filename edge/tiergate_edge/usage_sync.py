@@ -11,7 +11,6 @@ Offloaded requests are not recorded here: the cloud gateway records them itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
+from tiergate_edge.background import WakeLoop
 from tiergate_edge.cloud import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 
@@ -102,13 +102,12 @@ class UsageSync:
         self._health = health
         self._interval = interval_s
         self._batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = WakeLoop("tiergate-usage-sync", self.sync_once, interval_s=interval_s, log=log)
         self.synced = 0
         self.last_error: str | None = None
 
     async def on_recovery(self) -> None:
-        self._wake.set()
+        self._runner.wake()
 
     async def sync_once(self) -> int:
         """Send what is pending while the cloud is up; returns records acknowledged."""
@@ -132,23 +131,8 @@ class UsageSync:
             self.last_error = None
         return sent
 
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            self._wake.clear()
-            try:
-                await self.sync_once()
-            except Exception:
-                log.exception("usage sync failed")
-
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tiergate-usage-sync")
+        self._runner.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._runner.stop()

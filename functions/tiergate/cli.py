@@ -18,7 +18,8 @@ from tiergate.settings import Settings
 log = logging.getLogger("tiergate")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Binding here reaches only this machine (safe without a master key)."""
     if host == "localhost":
         return True
     try:
@@ -35,7 +36,7 @@ def serve(args: argparse.Namespace) -> int:
     except CatalogError as e:
         print(f"tiergate: {e}", file=sys.stderr)
         return 2
-    if settings.master_key is None and not _is_loopback(settings.host):
+    if settings.master_key is None and not is_loopback(settings.host):
         print(f"tiergate: refusing to bind {settings.host} without a master key: set TIERGATE_MASTER_KEY, "
               f"or bind 127.0.0.1", file=sys.stderr)
         return 2
