@@ -5,6 +5,7 @@ the device agent)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import sys
@@ -26,6 +27,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def freeze_heap() -> None:
+    """Move everything built at startup (app, catalog, imported modules) out of the
+    garbage collector's reach. Without this a full collection walks that whole heap
+    every ~150 requests: a regular 12 ms stall, the gateway's p99."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -56,6 +65,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  OpenAI base URL: http://{settings.host}:{settings.port}/v1", flush=True)
     import uvicorn
 
+    freeze_heap()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
                 loop="auto", http="auto")
     return 0

@@ -63,6 +63,10 @@ class _Admitted:
     notes: list[str] = field(default_factory=list)
 
 
+def _streamed_tokens(state: dict[str, Any]) -> int:
+    return content_tokens("".join(state["text"]))
+
+
 async def _noop() -> None:
     return None
 
@@ -189,12 +193,13 @@ class Gateway:
         want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         spec = h.deployment
         prompt_est = a.plan.needs.prompt_tokens if a.plan.needs else 0
-        state: dict[str, Any] = {"usage": None, "text_tokens": 0, "outcome": "ok"}
+        # "text" keeps the streamed content only to estimate usage when the upstream reports none.
+        state: dict[str, Any] = {"usage": None, "text": [], "outcome": "ok"}
 
         async def settle() -> None:
             u = state["usage"] or {}
             p = u.get("prompt_tokens", prompt_est)
-            c = u.get("completion_tokens", state["text_tokens"])
+            c = u["completion_tokens"] if "completion_tokens" in u else _streamed_tokens(state)
             await self._settler(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - started) * 1000, attempts=len(h.attempts),
@@ -228,7 +233,7 @@ class Gateway:
                 raise
             if want_usage and state["usage"] is None:
                 # The upstream reported no usage: send our estimate so the client still gets one.
-                yield sse(self._usage_chunk(h.first, spec, prompt_est, state["text_tokens"]))
+                yield sse(self._usage_chunk(h.first, spec, prompt_est, _streamed_tokens(state)))
             # Settle before [DONE]: the client's acknowledgement means the record is durable.
             settled = True
             await settle()
@@ -280,10 +285,11 @@ class Gateway:
                 return sse(chunk) if want_usage else None  # the usage-only final chunk
             if not want_usage:
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
-        for ch in chunk.get("choices") or ():
-            delta = ch.get("delta") or {}
-            if delta.get("content"):
-                state["text_tokens"] += content_tokens(delta["content"])
+        if state["usage"] is None:
+            for ch in chunk.get("choices") or ():
+                content = (ch.get("delta") or {}).get("content")
+                if content:
+                    state["text"].append(content)
         return sse(chunk)
 
     @staticmethod
