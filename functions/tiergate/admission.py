@@ -68,6 +68,8 @@ class Ticket:
     soft_limited: bool = False
     #: Tier ceiling the budget state suggests (soft limit / tier allocation), if any.
     max_tier: int | None = None
+    #: The most used budget limit after this reservation, in percent (for the 80% alarm).
+    budget_utilization_percent: float | None = None
     #: Headers for the response (x-ratelimit-*, x-tiergate-budget).
     headers: dict[str, str] = field(default_factory=dict)
     #: Store-specific reservation handles (which counters to settle).

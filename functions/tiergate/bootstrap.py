@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from tiergate import catalog as catalog_mod
 from tiergate.api.app import build_services, create_app
+from tiergate.api.services import Telemetry
 from tiergate.catalog import Catalog
 from tiergate.keys import KeyResolver
 from tiergate.providers.base import ProviderRegistry, default_registry
@@ -34,7 +35,8 @@ def _optional(module: str) -> Any | None:
 
 
 def build_app(settings: Settings, catalog: Catalog | None = None, *, key_resolver: KeyResolver | None = None,
-              registry: ProviderRegistry | None = None, with_plugins: bool = True) -> FastAPI:
+              registry: ProviderRegistry | None = None, with_plugins: bool = True,
+              telemetry: Telemetry | None = None) -> FastAPI:
     catalog = catalog or catalog_mod.load(settings.config)
     registry = registry or default_registry()
     extra_routers: list[Any] = []
@@ -49,7 +51,7 @@ def build_app(settings: Settings, catalog: Catalog | None = None, *, key_resolve
         admission, more = limits.build(settings, catalog)
         extra.update(more.get("extra", {}))
         extra_routers += more.get("routers", [])
-    services = build_services(settings, catalog, registry=registry, admission=admission,
+    services = build_services(settings, catalog, registry=registry, admission=admission, telemetry=telemetry,
                               key_resolver=key_resolver, health_sources=health_sources, extra=extra)
     if (cascades := _optional("tiergate.routing.cascade_runner")) is not None:
         cascades.install(services)

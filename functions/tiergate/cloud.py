@@ -4,6 +4,9 @@ provider key names (``OPENAI_API_KEY`` ...). Nothing secret is in the environmen
 
 from __future__ import annotations
 
+import os
+
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from tiergate.keys import EnvKeyResolver, KeyResolver
@@ -22,3 +25,17 @@ def cloud_settings_and_keys(settings: Settings | None = None) -> tuple[Settings,
         if master:
             settings = settings.model_copy(update={"master_key": SecretStr(master)})
     return settings, EnvKeyResolver(secret_lookup=lookup)
+
+
+def build_cloud_app() -> FastAPI:
+    """The app as both Lambda entry points serve it (Mangum and the Web Adapter's uvicorn):
+    secrets from Secrets Manager, Powertools telemetry, no device plugins."""
+    from tiergate.bootstrap import build_app
+
+    settings, keys = cloud_settings_and_keys()
+    telemetry = None
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: EMF metrics, JSON logs, traces
+        from tiergate.telemetry import PowertoolsTelemetry
+
+        telemetry = PowertoolsTelemetry(log_prompts=settings.log_prompts)
+    return build_app(settings, key_resolver=keys, with_plugins=False, telemetry=telemetry)

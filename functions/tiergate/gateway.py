@@ -138,6 +138,7 @@ class Gateway:
                     "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
                     "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
                     "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+                    "budget_utilization_percent": a.ticket.budget_utilization_percent,
                 })
         return settle
 

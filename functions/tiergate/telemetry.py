@@ -71,7 +71,8 @@ def metric_values(record: Mapping[str, Any]) -> list[tuple[str, str, float]]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             out.append((name, unit, float(value)))
     out.append((METRIC_CACHE_HITS, "Count", 1.0 if record.get("cache_hit") else 0.0))
-    is_error = record.get("outcome") == "error" or bool(record.get("error"))
+    # Outcomes are "ok", "cache_hit", "client_disconnected" or "error:<code>".
+    is_error = str(record.get("outcome") or "").startswith("error") or bool(record.get("error"))
     out.append((METRIC_ERRORS, "Count", 1.0 if is_error else 0.0))
     return out
 

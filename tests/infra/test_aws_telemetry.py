@@ -73,3 +73,10 @@ def test_powertools_telemetry_emits_emf_per_tier_and_model_without_prompts(capsy
     assert value(budget, "BudgetUtilizationPercent") == 81.0
     logged = next(line for line in lines if line.get("message") == "request")
     assert logged["tiergate"]["model"] == "gpt-4o-mini" and "messages" not in logged["tiergate"]
+
+
+def test_metric_values_count_the_gateways_error_outcomes():
+    from tiergate.telemetry import METRIC_ERRORS, metric_values
+
+    assert {n: v for n, _, v in metric_values({"outcome": "error:upstream_timeout"})}[METRIC_ERRORS] == 1.0
+    assert {n: v for n, _, v in metric_values({"outcome": "ok"})}[METRIC_ERRORS] == 0.0

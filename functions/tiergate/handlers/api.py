@@ -14,11 +14,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from mangum import Mangum  # noqa: E402
 
-from tiergate.bootstrap import build_app  # noqa: E402
-from tiergate.cloud import cloud_settings_and_keys  # noqa: E402
+from tiergate.cloud import build_cloud_app  # noqa: E402
 
-_settings, _keys = cloud_settings_and_keys()
-app = build_app(_settings, key_resolver=_keys, with_plugins=False)
+app = build_cloud_app()
 # lifespan off: Mangum would run startup/shutdown around every invocation and close the
 # pooled provider clients each time; services are built eagerly above instead.
 handler = Mangum(app, lifespan="off", api_gateway_base_path=os.environ.get("TIERGATE_BASE_PATH") or "/")

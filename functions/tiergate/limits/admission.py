@@ -125,6 +125,7 @@ class StoreAdmission:
         return Ticket(
             request_id=req.request_id, principal=principal, deployment=dep, reserved_usd=req.estimate_usd,
             reserved_tokens=tokens, soft_limited=soft.soft, max_tier=soft.max_tier, headers=headers,
+            budget_utilization_percent=soft.utilization_percent,
             handles=[Reservation(hold, tuple(bbumps), token_bumps)])
 
     async def _bump(self, bumps: list[Bump], rchecks: list[ratelimit.RateCheck], scopes: list[BudgetScope],

@@ -128,21 +128,26 @@ class SoftState:
     soft: bool
     max_tier: int | None
     header: str | None
+    #: The most used limit among the scopes, in percent (None without limits).
+    utilization_percent: float | None = None
 
 
 def soft_state(ss: list[BudgetScope], used: list[int], fraction: float, tier: int) -> SoftState:
     """Past ``fraction`` of any limit: suggest the tier below (the tier's own allocation
     being past its soft limit says the same), and say why in ``x-tiergate-budget``."""
     worst: tuple[float, BudgetScope] | None = None
+    top: float | None = None
     for s, u in zip(ss, used, strict=True):
         frac = u / s.limit if s.limit else 1.0
+        top = frac if top is None else max(top, frac)
         if frac > fraction and (worst is None or frac > worst[0]):
             worst = (frac, s)
+    util = round(100 * top, 2) if top is not None else None
     if worst is None:
-        return SoftState(False, None, None)
+        return SoftState(False, None, None, util)
     frac, s = worst
     header = f"soft-limit; scope={s.scope}; period={s.period}; used={100 * frac:.1f}%"
-    return SoftState(True, max(0, tier - 1), header)
+    return SoftState(True, max(0, tier - 1), header, util)
 
 
 async def report(store: RecordStore, cfg: BudgetsConfig, *, key: VirtualKey | None, tenant: str | None,
