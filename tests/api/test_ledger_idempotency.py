@@ -3,6 +3,8 @@ an Idempotency-Key do not pay twice, and edge usage is ingested exactly once."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 
@@ -60,3 +62,27 @@ def test_edge_usage_ingest_is_idempotent_per_record(gateway_factory):
     assert sorted(x["request_id"] for x in got) == [f"chatcmpl-edge-{i}" for i in range(3)]
     bad = httpx.post(url + "/v1/usage/ingest", json={"records": [{"ts": 1}]}, headers=MASTER)
     assert bad.status_code == 400 and "id" in bad.json()["error"]["message"]
+
+
+def test_client_leaving_mid_stream_stops_the_upstream_and_bills_what_was_produced(gateway_factory, sim):
+    import socket
+    import time
+
+    url, _ = gateway_factory(CAT, master_key="sk-master")
+    sim.script("ledger-m", [{"chunks": 40, "chunk_delay_ms": 100}])
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "long story"}]})
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Authorization: Bearer sk-master\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+    got = b""
+    while got.count(b"data:") < 3:
+        got += s.recv(65536)
+    s.close()
+    t = time.monotonic()
+    recs = []
+    while time.monotonic() - t < 3 and not recs:  # the stream would run ~4 s more
+        recs = _usage(url)
+        time.sleep(0.05)
+    assert [r["outcome"] for r in recs] == ["client_disconnected"]
+    assert 0 < recs[0]["completion_tokens"] < 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from tiergate.admission import Principal
 from tiergate.api.body import read_json, validate
@@ -13,6 +13,7 @@ from tiergate.api.deps import tiergate_hints
 from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import ChatRequest
 from tiergate.api.services import Services
+from tiergate.api.sse_response import EventStreamResponse
 from tiergate.errors import OffloadUnavailable
 from tiergate.gateway import Gateway
 from tiergate.limits.idempotency import Hit, request_hash
@@ -33,7 +34,7 @@ async def chat_completions(request: Request) -> Response:
     try:
         if req.stream:
             s = await gw.stream(body, principal, hints)
-            return StreamingResponse(s.chunks, media_type="text/event-stream", headers=s.headers)
+            return EventStreamResponse(s.chunks, s.headers)
         return await _complete(gw, services, body, principal, hints, request.headers.get("idempotency-key"))
     except OffloadUnavailable:
         if services.deferrer is not None and hints.get("x-tiergate-defer", "").lower() == "allow":

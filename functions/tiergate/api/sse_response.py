@@ -1,0 +1,62 @@
+"""A lean ``text/event-stream`` response for the streaming hot path.
+
+Starlette's StreamingResponse runs the body in an anyio task group beside a disconnect
+listener (for ASGI servers below spec 2.4, uvicorn included). This does the same with
+one plain asyncio task: the body is pumped in the request's own task; a watcher task
+waits for ``http.disconnect`` and cancels the pump, so a client that leaves stops the
+upstream stream (and the gateway's generator settles what was produced)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+_BASE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                 (b"x-accel-buffering", b"no")]
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+        self.chunks = chunks
+        self.status_code = 200
+        self.background: BackgroundTask | None = None
+        self.raw_headers = _BASE_HEADERS + [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                            for k, v in (headers or {}).items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = asyncio.current_task()
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            if pump is not None:
+                pump.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            # The client went away: the cancellation was ours; nothing more to send.
+            pump.uncancel() if pump is not None else None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
