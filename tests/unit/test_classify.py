@@ -27,3 +27,13 @@ def test_difficulty_grows_with_length_and_structure():
 def test_hint_wins_and_extra_keywords_count():
     assert _c("hello", hint="premium").task_type == "premium"
     assert _c("terraform this", extra_keywords={"coding": ["terraform"]}).task_type == "coding"
+
+
+def test_token_estimates_latin_and_cjk():
+    from tiergate.tokens import text_tokens
+
+    assert text_tokens("") == 0
+    assert text_tokens("a" * 400) == 100                      # ~4 characters a token
+    assert text_tokens("量子力学について説明して") == 12           # ~1 token per CJK character
+    mixed = text_tokens("Pythonで" + "データ" * 10)
+    assert 31 <= mixed <= 33                                   # 31 wide + "Python" (2)
