@@ -38,4 +38,22 @@ def build_cloud_app() -> FastAPI:
         from tiergate.telemetry import PowertoolsTelemetry
 
         telemetry = PowertoolsTelemetry(log_prompts=settings.log_prompts)
-    return build_app(settings, key_resolver=keys, with_plugins=False, telemetry=telemetry)
+    app = build_app(settings, key_resolver=keys, with_plugins=False, telemetry=telemetry)
+    prewarm(app, snapstart=os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "snap-start")
+    return app
+
+
+def prewarm(app: FastAPI, *, snapstart: bool) -> None:
+    """Build the provider adapters the catalog uses during init, so the first request does
+    not pay for their imports (aiohttp, its TLS contexts). The LiteLLM adapter (``import
+    litellm``: seconds) is built only under SnapStart, whose snapshot is taken after init
+    once per published version; without SnapStart it stays lazy, off the init path."""
+    services = app.state.services
+    for adapter in sorted({m.adapter for m in services.catalog.models}):
+        if adapter == "litellm" and not snapstart:
+            continue
+        if services.registry.has(adapter):
+            provider = services.registry.get(adapter)
+            warm = getattr(provider, "warm", None)
+            if warm is not None:
+                warm()

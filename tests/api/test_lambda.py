@@ -120,3 +120,25 @@ def test_health_and_models(handler):
     assert out["statusCode"] == 200 and json.loads(out["body"])["available_models"] == ["fast"]
     out = handler(rest_v1("GET", "/v1/models", None, AUTH), Ctx())
     assert "fast" in [m["id"] for m in json.loads(out["body"])["data"]]
+
+
+def test_prewarm_imports_litellm_only_under_snapstart(tmp_path, sim):
+    """Under SnapStart init is snapshotted once, so the LiteLLM adapter is built then;
+    otherwise it stays lazy (``import litellm`` takes seconds)."""
+    from tiergate import catalog as catalog_mod
+    from tiergate.bootstrap import build_app
+    from tiergate.cloud import prewarm
+    from tiergate.settings import Settings
+
+    cat = catalog_mod.parse(f"""
+models:
+  - {{name: a, model: openai/a, adapter: openai-compatible, tier: 1, api_base: "{sim.openai_base}"}}
+  - {{name: b, model: anthropic/b, adapter: litellm, tier: 2, api_base: "{sim.url}"}}
+""", source="t")
+    for snapstart in (False, True):
+        app = build_app(Settings(data_dir=tmp_path, store="memory"), cat, with_plugins=False)
+        prewarm(app, snapstart=snapstart)
+        built = app.state.services.registry.built()
+        assert built == ({"openai-compatible", "litellm"} if snapstart else {"openai-compatible"})
+        if snapstart:
+            assert app.state.services.registry.get("litellm")._litellm is not None

@@ -64,6 +64,10 @@ class ProviderRegistry:
     def has(self, adapter: str) -> bool:
         return adapter in self._factories
 
+    def built(self) -> frozenset[str]:
+        """The adapters whose provider instance exists (built on first use or by prewarm)."""
+        return frozenset(self._instances)
+
     def get(self, adapter: str) -> Provider:
         inst = self._instances.get(adapter)
         if inst is None:

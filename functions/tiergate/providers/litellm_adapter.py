@@ -53,6 +53,10 @@ class LiteLLMProvider:
         self._litellm: ModuleType | None = None
         self._classes: tuple[tuple[type[BaseException], str], ...] = ()
 
+    def warm(self) -> None:
+        """Import litellm now (at init under Lambda SnapStart, where it is snapshotted)."""
+        self._lib()
+
     def _lib(self) -> ModuleType:
         if self._litellm is None:
             lib = _import_litellm()
