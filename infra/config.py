@@ -46,6 +46,8 @@ class StageConfig(BaseModel):
     alarm_p99_latency_ms: int = Field(20_000, ge=1)
     alarm_5xx_rate_percent: float = Field(5.0, gt=0, le=100)
     budget_alarm_percent: float = Field(80.0, gt=0, le=100)
+    #: Who is told when an alarm fires (an SNS topic with an e-mail subscription); None = no topic.
+    alarm_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     #: Optional catalog path inside the code asset (TIERGATE_CONFIG); None = packaged default.
     catalog_path: str | None = None
     #: Layer asset directory; None = ``layers/build.py`` output for ``architecture``.

@@ -65,6 +65,10 @@ def acknowledge_gateway(stack: GatewayStack) -> None:
          "Provider API keys are issued and rotated at each provider, and the master key by updating the "
          "secret; the gateway re-reads the secret every few minutes (SecretsLookup max_age), so no "
          "rotation Lambda is needed.")
+    if stack.alarm_topic is not None:
+        _ack(stack.alarm_topic, "AwsSolutions-SNS2",
+             "CloudWatch alarm actions cannot publish to a topic encrypted with the AWS-managed SNS key, and "
+             "alarm notifications carry only alarm names and states (no prompts, keys or usage data).")
     api = stack.api.api
     _ack(api, "AwsSolutions-APIG2",
          "Requests are validated by the app (pydantic), which must answer with OpenAI-shaped errors; "

@@ -17,6 +17,8 @@ from typing import Any
 from aws_cdk import ArnFormat, CfnOutput, Environment, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as sns_subs
 from constructs import Construct
 
 from infra.config import StageConfig
@@ -108,11 +110,16 @@ class GatewayStack(Stack):
             throttle_rate_limit=stage.throttle_rate_limit, throttle_burst_limit=stage.throttle_burst_limit,
             log_retention_days=stage.log_retention_days,
         )
+        self.alarm_topic: sns.Topic | None = None
+        if stage.alarm_email:
+            # enforce_ssl: the topic refuses publishes and subscriptions over plain HTTP.
+            self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name=f"{stage.prefix} alarms", enforce_ssl=True)
+            self.alarm_topic.add_subscription(sns_subs.EmailSubscription(stage.alarm_email))
         self.observability = GatewayObservability(
             self, "Observability", dashboard_name=f"{stage.prefix}", api_name=f"{stage.prefix}-api",
             api_stage=stage.name, service=POWERTOOLS_SERVICE, namespace=self.namespace,
             p99_latency_ms=stage.alarm_p99_latency_ms, error_rate_percent=stage.alarm_5xx_rate_percent,
-            budget_percent=stage.budget_alarm_percent,
+            budget_percent=stage.budget_alarm_percent, alarm_topic=self.alarm_topic,
         )
         # Aliases are referenced by ARN string, so state the ordering explicitly.
         for fn in self.serving_functions:

@@ -236,3 +236,26 @@ def test_gateway_outputs(dev):
     outputs = dev.gateway.to_json()["Outputs"]
     assert {"ApiUrl", "OpenAIBaseUrl", "ProviderKeysSecretName", "CascadeStateMachineArn", "DashboardName"} <= set(outputs)
     assert "v1" in json.dumps(outputs["OpenAIBaseUrl"]["Value"])
+
+
+def test_alarm_email_adds_an_ssl_only_topic_that_every_alarm_notifies(tmp_path, stub_layer):
+    from aws_cdk.assertions import Match, Template
+
+    from infra.app import create_app
+    from tests.infra.conftest import cascade_asl
+
+    app, _, gateway = create_app({"stage": "dev", "tiergate:layer_dir": str(stub_layer),
+                                  "tiergate:alarm_email": "ops@example.com"},
+                                 definition=cascade_asl(), outdir=str(tmp_path))
+    app.synth()  # cdk-nag runs here: the topic's findings are acknowledged with reasons
+    t = Template.from_json(json.loads((tmp_path / f"{gateway.stack_name}.template.json").read_text()))
+    t.resource_count_is("AWS::SNS::Topic", 1)
+    t.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
+    t.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([
+        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
+    alarms = t.find_resources("AWS::CloudWatch::Alarm")
+    assert len(alarms) == 3 and all(a["Properties"].get("AlarmActions") for a in alarms.values())
+
+
+def test_no_alarm_email_no_topic(dev):
+    dev.gateway.resource_count_is("AWS::SNS::Topic", 0)
