@@ -1,10 +1,12 @@
-"""``POST /v1/chat/completions``: parse, hand to the gateway, render."""
+"""``POST /v1/chat/completions``: parse, hand to the gateway, render.
+
+Mounted by ``create_app`` as a plain Starlette route (the hot path), not an APIRouter."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from tiergate.admission import Principal
@@ -18,10 +20,7 @@ from tiergate.errors import OffloadUnavailable
 from tiergate.gateway import Gateway
 from tiergate.limits.idempotency import Hit, request_hash
 
-router = APIRouter()
 
-
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     # The hot path: services and the caller are looked up directly rather than through
     # FastAPI dependencies (their resolution costs more than the rest of the route).
