@@ -48,9 +48,11 @@ class Completed:
 
 @dataclass(slots=True)
 class Streaming:
+    """A stream ready to send. ``chunks`` settles the request itself, before ``[DONE]``
+    (or on disconnect), so the caller has nothing left to do afterwards."""
+
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
-    settle: Settle
     deployment: ModelSpec
 
 
@@ -65,10 +67,6 @@ class _Admitted:
 
 def _streamed_tokens(state: dict[str, Any]) -> int:
     return content_tokens("".join(state["text"]))
-
-
-async def _noop() -> None:
-    return None
 
 
 def sse(obj: Any) -> bytes:
@@ -240,7 +238,7 @@ class Gateway:
             await settle()
             yield SSE_DONE
 
-        return Streaming(self._headers(a, spec, h.attempts), chunks(), _noop, spec)
+        return Streaming(self._headers(a, spec, h.attempts), chunks(), spec)
 
     # --- cascades -----------------------------------------------------------------
 
@@ -270,9 +268,10 @@ class Gateway:
                 yield sse({**base, "choices": [{"index": i, "delta": {}, "finish_reason": ch.get("finish_reason")}]})
             if want_usage:
                 yield sse({**base, "choices": [], "usage": r.get("usage")})
+            await done.settle()
             yield SSE_DONE
 
-        return Streaming(done.headers, chunks(), done.settle, done.deployment)
+        return Streaming(done.headers, chunks(), done.deployment)
 
     @staticmethod
     def _forward(chunk: dict[str, Any], state: dict[str, Any], want_usage: bool, spec: ModelSpec,
