@@ -16,10 +16,9 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.constructs.functions import retention_days
+from infra.constructs.functions import log_group
 
 STREAMING_ROUTES = (("v1", "chat", "completions"), ("v1", "completions"))
 
@@ -44,11 +43,7 @@ class GatewayApi(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.stage_name = stage_name
-        self.access_logs = logs.LogGroup(
-            self, "AccessLogs",
-            retention=retention_days(log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.access_logs = log_group(self, "AccessLogs", days=log_retention_days)
         self.api = apigw.RestApi(
             self, "Api",
             rest_api_name=api_name,

@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import RemovalPolicy
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from infra.constructs.functions import retention_days
+from infra.constructs.functions import log_group
 
 STEP_ARN_PLACEHOLDER = "${CascadeStepArn}"
 
@@ -61,12 +59,8 @@ class CascadeStateMachine(Construct):
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
-            retention=retention_days(log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.log_group = log_group(self, "Logs", name=f"/aws/vendedlogs/states/{state_machine_name}",
+                                   days=log_retention_days)
         self.state_machine = sfn.StateMachine(
             self, "StateMachine",
             state_machine_name=state_machine_name,

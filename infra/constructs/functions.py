@@ -47,12 +47,7 @@ class GatewayFunction(Construct):
         environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs",
-            log_group_name=f"/aws/lambda/{function_name}",
-            retention=retention_days(log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.log_group = log_group(self, "Logs", name=f"/aws/lambda/{function_name}", days=log_retention_days)
         # An explicit role instead of AWSLambdaBasicExecutionRole: logs only to our group.
         self.role = iam.Role(
             self, "Role",
@@ -106,6 +101,12 @@ _RETENTION = {
     1096: "THREE_YEARS", 1827: "FIVE_YEARS", 2192: "SIX_YEARS", 2557: "SEVEN_YEARS",
     2922: "EIGHT_YEARS", 3288: "NINE_YEARS", 3653: "TEN_YEARS",
 }
+
+
+def log_group(scope: Construct, construct_id: str, *, days: int, name: str | None = None) -> logs.LogGroup:
+    """A log group with the stage's retention, removed with the stack (logs are not data)."""
+    return logs.LogGroup(scope, construct_id, log_group_name=name, retention=retention_days(days),
+                         removal_policy=RemovalPolicy.DESTROY)
 
 
 def retention_days(days: int) -> logs.RetentionDays:
