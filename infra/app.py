@@ -49,7 +49,7 @@ def create_app(
     outdir: str | None = None,
     nag: bool = True,
 ) -> tuple[cdk.App, DataStack, GatewayStack]:
-    """Build the app. ``definition``: cascade ASL (default: tiergate.routing.stepfunctions)."""
+    """Build the app. ``definition``: cascade ASL (default: tiergate.cascade.definition)."""
     app = cdk.App(context=context, outdir=outdir)
     stage = load_stage({k: app.node.try_get_context(k) for k in _context_keys(app)})
     data = DataStack(app, f"Tiergate-{stage.name}-Data", stage=stage)

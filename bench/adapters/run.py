@@ -10,7 +10,6 @@ Prints per-case medians over interleaved rounds and each adapter's ratio to the 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ import orjson  # noqa: E402
 import uvloop  # noqa: E402
 
 from tests.support.upstream import UpstreamSim  # noqa: E402
-from tiergate.catalog import ModelSpec  # noqa: E402
+from tiergate.config.catalog import ModelSpec  # noqa: E402
 from tiergate.providers.base import ProviderCall  # noqa: E402
 from tiergate.providers.litellm_adapter import LiteLLMProvider  # noqa: E402
 from tiergate.providers.openai_compat import OpenAICompatProvider  # noqa: E402

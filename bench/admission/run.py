@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.procs import free_port, port_open, spawn, stop, wait_for  # noqa: E402
-from tiergate.admission import AdmissionRequest, Outcome  # noqa: E402
-from tiergate.catalog import CatalogFile, resolve  # noqa: E402
-from tiergate.limits.admission import StoreAdmission  # noqa: E402
-from tiergate.limits.keys import KeyCreate  # noqa: E402
+from tiergate.config.catalog import CatalogFile, resolve  # noqa: E402
+from tiergate.limits.admission import AdmissionRequest, Outcome  # noqa: E402
+from tiergate.limits.store_admission import StoreAdmission  # noqa: E402
+from tiergate.limits.virtual_keys import KeyCreate  # noqa: E402
 from tiergate.settings import Settings  # noqa: E402
 from tiergate.stores import open_store  # noqa: E402
 

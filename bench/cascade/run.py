@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataset import ITEMS  # noqa: E402
 
-from tiergate.routing import scoring  # noqa: E402
-from tiergate.routing.cascade import CascadeEngine, StepAnswer  # noqa: E402
-from tiergate.routing.policy import CascadePolicy  # noqa: E402
+from tiergate.cascade import scoring  # noqa: E402
+from tiergate.cascade.engine import CascadeEngine  # noqa: E402
+from tiergate.cascade.types import StepAnswer  # noqa: E402
+from tiergate.config.cascades import CascadePolicy  # noqa: E402
 
 PRICES = {0: (0.1, 0.4), 1: (1.0, 4.0), 2: (10.0, 40.0)}  # $ per 1M input / output tokens
 GOOD_UPPER = "A correct, complete answer from a stronger model. " * 4

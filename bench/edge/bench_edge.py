@@ -90,13 +90,16 @@ def main() -> None:
         one_raw = [t for t, _ in raw_run(lm.path, lm.chat_format, a.threads, lm.n_ctx, 1, 10)]
         # Offload decision time (pure router + policy, no I/O).
         body = {"model": "auto", "messages": MSG, "max_tokens": 64}
-        from tiergate.admission import Principal
+        from tiergate.limits.admission import Principal
+        from tiergate.request import GatewayRequest
 
         p = Principal(key_id="bench", is_master=True)
         n = 20000
         t = time.perf_counter()
-        for _ in range(n):
-            agent.router.plan(body, p, hints={})
+        for _ in range(n):  # the request object is built per request, as the chat door does
+            req = GatewayRequest.from_chat(body, aliases=agent.catalog.aliases, default_model="auto",
+                                           keywords=agent.catalog.routing.keywords)
+            agent.router.plan(req, p)
         decide_us = (time.perf_counter() - t) / n * 1e6
     finally:
         server.should_exit = True

@@ -15,17 +15,19 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tiergate.admission import MasterKeyAdmission, Principal
-from tiergate.api.app import build_services, create_app
-from tiergate.api.services import Services
-from tiergate.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
-from tiergate.keys import EnvKeyResolver
-from tiergate.providers.base import default_registry
-from tiergate.routing import cascade_runner
-from tiergate.routing.policy import CascadePolicy
+from tiergate.compose import build_app
+from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE
+from tiergate.config.cascades import CascadePolicy
+from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
+from tiergate.limits.admission import Principal
+from tiergate.limits.master_key import MasterKeyAdmission
+from tiergate.providers.credentials import EnvKeyResolver
+from tiergate.providers.registry import default_registry
+from tiergate.request import GatewayRequest
+from tiergate.services import Services
 from tiergate.settings import Settings
 from tiergate_edge import default_model, jobs_api
-from tiergate_edge.cloud import CloudClient
+from tiergate_edge.cloud_client import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.drain import Drainer
@@ -43,13 +45,13 @@ EDGE_TASK_TIERS = {"coding": 0, "general": 0, "analysis": 2, "premium": 3, "real
 
 def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     """Two deployments: the local model (tier ``local_tier``) and, if configured, the cloud."""
-    local = ModelSpec(name=LOCAL_NAME, model=edge.model, adapter="llama-cpp", tier=edge.local_tier,
+    local = ModelSpec(name=LOCAL_NAME, model=edge.model, adapter=LLAMA_CPP, tier=edge.local_tier,
                       chat_format=edge.chat_format or default_model.default_chat_format(edge.model),
                       capabilities=frozenset({"json"}), input_cost_per_mtok=0, output_cost_per_mtok=0)
     models = [local]
     if edge.cloud_api_base:
         # The cloud bills itself; zero prices here keep local budgets to local spend.
-        models.append(ModelSpec(name=CLOUD_NAME, model="tiergate-cloud", adapter="openai-compatible", tier=4,
+        models.append(ModelSpec(name=CLOUD_NAME, model="tiergate-cloud", adapter=OPENAI_COMPATIBLE, tier=4,
                                 api_base=edge.cloud_api_base, upstream_model="auto",
                                 capabilities=frozenset({"tools", "vision", "json", "json_schema"}),
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
@@ -115,19 +117,19 @@ class EdgeAgent:
         self.usage = UsageSync(self.outbox, self.cloud_client, self.health, interval_s=edge.usage_sync_interval_s,
                                batch=edge.usage_sync_batch)
         self.registry = default_registry()
-        native = self.registry.get("openai-compatible")
-        self.registry.register("openai-compatible",
+        native = self.registry.get(OPENAI_COMPATIBLE)
+        self.registry.register(OPENAI_COMPATIBLE,
                                lambda: WatchedCloudProvider(native, self.health, edge.cloud_api_base))
-        self.registry.register("llama-cpp", lambda: LlamaCppProvider(self.runtime,
+        self.registry.register(LLAMA_CPP, lambda: LlamaCppProvider(self.runtime,
                                                                       default_max_tokens=edge.default_max_tokens))
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------
 
-    async def defer(self, body: dict[str, Any], principal: Principal, hints: dict[str, str]) -> str:
-        job = await self.queue.enqueue(self.router.upstream_body(body, hints),
-                                       {"key_id": principal.key_id, "tenant": principal.tenant}, dict(hints),
-                                       idem_key=hints.get("x-tiergate-idempotency-key"))
+    async def defer(self, req: GatewayRequest, principal: Principal) -> str:
+        job = await self.queue.enqueue(self.router.upstream_body(req),
+                                       {"key_id": principal.key_id, "tenant": principal.tenant}, dict(req.hints),
+                                       idem_key=req.hints.get("x-tiergate-idempotency-key"))
         if self.health.is_up:
             self.drainer.kick()
         return job.id
@@ -174,11 +176,12 @@ class EdgeAgent:
 
 
 def build_edge_app(agent: EdgeAgent) -> FastAPI:
+    """The core app with the edge's parts: the offload router, the recording admission
+    (local usage syncs to the cloud), the offline queue and its jobs route."""
     master = agent.settings.master_key.get_secret_value() if agent.settings.master_key else None
     admission = RecordingAdmission(MasterKeyAdmission(master), agent.outbox, device=socket.gethostname())
-    services = build_services(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
-                              router=agent.router, key_resolver=agent.keys, deferrer=agent,
-                              health_sources=[agent], extra={"edge": agent, "edge_jobs": agent.queue})
-    cascade_runner.install(services)  # local-then-cloud escalation of weak local answers
-    return create_app(services, extra_routers=[jobs_api.router], on_startup=[agent.start],
-                      on_shutdown=[agent.stop])
+    # The cascade runner gives local-then-cloud escalation of weak local answers.
+    return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
+                     router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
+                     health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
+                     on_shutdown=[agent.stop])

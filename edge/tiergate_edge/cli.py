@@ -9,8 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate.cli import is_loopback
-from tiergate.settings import Settings
+from tiergate.settings import Settings, is_loopback
 from tiergate_edge.settings import EdgeSettings
 
 

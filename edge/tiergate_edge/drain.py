@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from tiergate_edge.background import WakeLoop
-from tiergate_edge.cloud import CloudClient, CloudUnreachable
+from tiergate_edge.cloud_client import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.jobs import Job, JobQueue
 

@@ -14,7 +14,9 @@ router = APIRouter()
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
-    job = await services.extra["edge_jobs"].get(job_id)
+    if services.jobs is None:
+        raise NotFound(f"No job '{job_id}'", param="job_id")
+    job = await services.jobs.get(job_id)
     # Another key's job is reported as missing, not forbidden: ids are not secrets to confirm.
     if job is None or not (principal.is_master or job.principal.get("key_id") == principal.key_id):
         raise NotFound(f"No job '{job_id}'", param="job_id")

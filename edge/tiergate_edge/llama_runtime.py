@@ -24,7 +24,7 @@ from typing import Any
 
 import llama_cpp
 
-from tiergate.catalog import ModelSpec
+from tiergate.config.catalog import ModelSpec
 from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
 from tiergate.providers.base import ProviderCall
 from tiergate_edge import default_model

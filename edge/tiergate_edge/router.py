@@ -1,7 +1,7 @@
 """The edge's router: the core's request analysis plus the offload policy.
 
 It reuses the core's :func:`~tiergate.routing.plan.needs_of` (prompt size, requested
-output, capabilities) and :func:`~tiergate.routing.classify.classify` with the catalog's
+output, capabilities) and :func:`~tiergate.request.classify.classify` with the catalog's
 ``task_tiers`` for the task's tier, asks :func:`tiergate_edge.offload.decide` where to
 answer, and returns a core :class:`~tiergate.routing.plan.RoutePlan` whose candidates
 are the local deployment and/or the cloud (the ``openai-compatible`` deployment whose
@@ -12,15 +12,17 @@ chat route answers 503, or 202 with a job id when the client allows deferral).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tiergate.admission import Principal
-from tiergate.catalog import Catalog, ModelSpec
+from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.errors import ContextWindowExceeded, InvalidRequest, NoRouteAvailable, OffloadUnavailable
-from tiergate.routing.classify import TaskProfile, classify
-from tiergate.routing.plan import RequestNeeds, RoutePlan, needs_of
+from tiergate.limits.admission import Principal
+from tiergate.request import GatewayRequest, ModelRef
+from tiergate.request.classify import TaskProfile
+from tiergate.request.needs import RequestNeeds
+from tiergate.routing.plan import RoutePlan, auto_tier
 from tiergate_edge.offload import OVERRIDES, Decision, LocalState, OffloadRequest, decide
 
 OFFLOAD_HEADER = "x-tiergate-offload"
@@ -52,25 +54,17 @@ class EdgeRouter:
         self._headroom = headroom
         self._default_max = default_max_tokens
 
-    def target(self, requested: str, task: TaskProfile) -> Target:
-        name = self.catalog.resolve_alias(requested)
-        if name == self.local.name:
-            return Target(self.local.tier, "auto", f"model {requested} (local) requested", forced_local=True)
-        if name == "auto":
-            base = self.catalog.routing.task_tiers.get(task.task_type, 1)  # type: ignore[call-overload]
-            tier = min(base + (1 if task.difficulty == "hard" else 0), 4)
+    def target(self, ref: ModelRef, task: TaskProfile | None) -> Target:
+        if ref.kind == "model" and ref.target == self.local.name:
+            return Target(self.local.tier, "auto", f"model {ref.requested} (local) requested", forced_local=True)
+        if ref.kind == "auto":
+            assert task is not None
+            tier = auto_tier(self.catalog, task)
             return Target(tier, "auto", f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {tier}")
-        if name.startswith("tier:"):
-            try:
-                tier = int(name.split(":", 1)[1])
-            except ValueError:
-                raise InvalidRequest(f"Invalid tier in model '{requested}': use tier:0 .. tier:4",
-                                     param="model") from None
-            if not 0 <= tier <= 4:
-                raise InvalidRequest(f"Invalid tier in model '{requested}': use tier:0 .. tier:4", param="model")
-            return Target(tier, name, f"{requested} -> tier {tier}")
+        if ref.kind == "tier":
+            return Target(int(ref.tier or 0), ref.target, f"{ref.requested} -> tier {ref.tier}")
         # Any other name is a cloud model (or cascade): the cloud's catalog decides.
-        return Target(4, requested, f"model {requested} is a cloud model")
+        return Target(4, ref.requested, f"model {ref.requested} is a cloud model")
 
     def state(self) -> LocalState:
         return LocalState(
@@ -79,32 +73,28 @@ class EdgeRouter:
             cloud_configured=self.cloud is not None, cloud_up=self.cloud is not None and self._cloud_up(),
             headroom=self._headroom)
 
-    def decide(self, body: Mapping[str, Any], hints: Mapping[str, str] | None, task_hint: str | None = None
-               ) -> tuple[Decision, Target, TaskProfile, RequestNeeds]:
-        requested = body.get("model") or self.catalog.routing.default_model
-        if not isinstance(requested, str):
-            raise InvalidRequest("'model' must be a string", param="model")
-        override = (hints or {}).get(OFFLOAD_HEADER, "auto").strip().lower()
+    def decide(self, req: GatewayRequest) -> tuple[Decision, Target]:
+        override = req.hint(OFFLOAD_HEADER, "auto").strip().lower()
         if override not in OVERRIDES:
             raise InvalidRequest(f"{OFFLOAD_HEADER} must be one of {', '.join(OVERRIDES)}", param=OFFLOAD_HEADER)
-        needs = needs_of(body)
-        task = classify(body.get("messages") or [], self.catalog.routing.keywords, hint=task_hint)
-        target = self.target(requested, task)
+        needs = req.needs
+        target = self.target(req.ref, req.task if req.ref.kind == "auto" else None)
         if target.forced_local and override == "auto":
             override = "local"
-        req = OffloadRequest(task_tier=target.task_tier, prompt_tokens=needs.prompt_tokens,
-                             max_output_tokens=needs.max_output_tokens or self.local.max_output_tokens
-                             or self._default_max, capabilities=needs.capabilities)
-        return decide(req, self.state(), policy=self.policy, override=override), target, task, needs
+        oreq = OffloadRequest(task_tier=target.task_tier, prompt_tokens=needs.prompt_tokens,
+                              max_output_tokens=needs.max_output_tokens or self.local.max_output_tokens
+                              or self._default_max, capabilities=needs.capabilities)
+        return decide(oreq, self.state(), policy=self.policy, override=override), target
 
     def cloud_spec(self, target: Target) -> ModelSpec:
         assert self.cloud is not None
         tier = min(4, max(target.task_tier, self.local.tier + 1))
         return self.cloud.model_copy(update={"upstream_model": target.upstream_model, "tier": tier})
 
-    def plan(self, body: Mapping[str, Any], principal: Principal, *, max_tier: int | None = None,
-             hints: Mapping[str, str] | None = None, task_hint: str | None = None) -> RoutePlan:
-        d, target, task, needs = self.decide(body, hints, task_hint)
+    def plan(self, req: GatewayRequest, principal: Principal, *, max_tier: int | None = None) -> RoutePlan:
+        d, target = self.decide(req)
+        task = req.task if req.ref.kind in ("auto", "cascade") else None
+        needs = req.needs
         reason = f"{target.why}; {d.reason}"
         if not d.targets:
             if d.needs_cloud and self.cloud is None:
@@ -120,8 +110,8 @@ class EdgeRouter:
         chain = [s for s in chain if principal.may_use(s)]
         if not chain:
             raise NoRouteAvailable(f"This key may not use the deployments chosen ({reason})")
-        requested = str(body.get("model") or self.catalog.routing.default_model)
-        if (self.escalate_policy and len(chain) > 1 and chain[0] is self.local and not body.get("stream")):
+        requested = req.ref.requested
+        if self.escalate_policy and len(chain) > 1 and chain[0] is self.local and not req.stream:
             # Local first with the cloud reachable: score the local answer and escalate a weak
             # one (empty, truncated, refused, malformed) to the cloud through the cascade engine.
             return RoutePlan(mode="cascade", requested=requested, cascade_policy=self.escalate_policy,
@@ -139,10 +129,8 @@ class EdgeRouter:
         return specs, [(s.deployment_id, "not allowed for this key") for s in self.catalog.in_tier(tier)
                        if s not in specs]
 
-    def upstream_body(self, body: Mapping[str, Any], hints: Mapping[str, str] | None) -> dict[str, Any]:
+    def upstream_body(self, req: GatewayRequest) -> dict[str, Any]:
         """The body a deferred job sends to the cloud: the model the cloud should route."""
-        task = classify(body.get("messages") or [], self.catalog.routing.keywords)
-        requested = body.get("model") or self.catalog.routing.default_model
-        out = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        out["model"] = self.target(str(requested), task).upstream_model
+        out = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
+        out["model"] = self.target(req.ref, req.task if req.ref.kind == "auto" else None).upstream_model
         return out

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tiergate.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
+from tiergate.config.adapters import LLAMA_CPP
+from tiergate.limits.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
 from tiergate_edge.background import WakeLoop
-from tiergate_edge.cloud import CloudClient, CloudUnreachable
+from tiergate_edge.cloud_client import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 
 log = logging.getLogger("tiergate.edge.usage")
@@ -63,7 +64,7 @@ class UsageOutbox:
 
 
 class RecordingAdmission:
-    """Wraps an :class:`~tiergate.admission.Admission`; settles through it, then puts the
+    """Wraps an :class:`~tiergate.limits.admission.Admission`; settles through it, then puts the
     usage of locally answered requests into the outbox."""
 
     def __init__(self, inner: Admission, outbox: UsageOutbox, *, device: str) -> None:
@@ -77,10 +78,16 @@ class RecordingAdmission:
     async def admit(self, principal: Principal, req: AdmissionRequest) -> Ticket:
         return await self._inner.admit(principal, req)
 
+    def tier_ceiling(self, principal: Principal) -> int | None:
+        return self._inner.tier_ceiling(principal)
+
+    async def restore(self, snapshot: dict[str, Any]) -> Principal:
+        return await self._inner.restore(snapshot)
+
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         await self._inner.settle(ticket, outcome)
         dep = outcome.deployment
-        if dep is None or dep.adapter != "llama-cpp":
+        if dep is None or dep.adapter != LLAMA_CPP:
             return
         record = {"id": ticket.request_id, "source": "edge", "device": self._device,
                   "key_id": ticket.principal.key_id, "tenant": ticket.principal.tenant, "model": dep.name,

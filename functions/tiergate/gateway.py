@@ -1,305 +1,380 @@
-"""The request path shared by every chat-shaped endpoint (``/v1/chat/completions``,
-``/generate``, ``/code``): plan -> admit -> execute -> settle.
+"""The request path shared by every front door: plan -> admit -> execute -> settle.
 
-Routes stay thin: they parse, call :class:`Gateway`, and render. Settlement is returned
-as a coroutine for the route to run after the response is sent (off the critical path);
-the admission implementation makes it durable.
+Doors (``/v1/chat/completions``, ``/generate``, ``/code``, ...) build a
+:class:`~tiergate.request.GatewayRequest` and call :meth:`Gateway.handle`; they get back a
+:class:`Completed` answer, a :class:`Streaming` one, or a :class:`Deferred` job, and only
+render it in their own shape. The gateway settles by itself: a completed answer is
+settled (the usage record durable) before :meth:`Gateway.handle` returns, so before the
+client sees it; a stream settles before its last event (``[DONE]``), or when the client
+leaves. Every exit after admission settles or releases its reservation exactly once.
+
+The budget's tier ceiling (soft limit) is asked of admission before planning, so a
+request is planned once; only the request whose own reservation first crosses the soft
+limit is re-planned below the ceiling the reservation reported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from tiergate.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
-from tiergate.api.services import Services
-from tiergate.catalog import ModelSpec
-from tiergate.errors import GatewayError, NoRouteAvailable
-from tiergate.execution.executor import AttemptRecord, CallContext
+from tiergate.config.catalog import ModelSpec
+from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
+from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
+from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
+from tiergate.limits.idempotency import Hit, request_hash
+from tiergate.request import GatewayRequest
 from tiergate.routing.plan import RoutePlan
+from tiergate.services import Services
 from tiergate.tokens import content_tokens
 
 #: Output tokens assumed for the worst-case budget estimate when neither the request
 #: nor the catalog bounds the answer.
 FALLBACK_MAX_OUTPUT = 4096
-_NOT_UPSTREAM = ("model", "stream", "stream_options")
-
-Settle = Callable[[], Awaitable[None]]
+DEFER_HEADER = "x-tiergate-defer"
+SSE_DONE = b"data: [DONE]\n\n"
 
 
 def header_safe(text: str, limit: int = 400) -> str:
-    """HTTP header values must be latin-1; keep reasons ASCII and bounded."""
-    return text.encode("ascii", "replace").decode()[:limit]
-
-
-@dataclass(slots=True)
-class Completed:
-    response: dict[str, Any]
-    headers: dict[str, str]
-    settle: Settle
-    deployment: ModelSpec
-    cost_usd: float
-
-
-@dataclass(slots=True)
-class Streaming:
-    """A stream ready to send. ``chunks`` settles the request itself, before ``[DONE]``
-    (or on disconnect), so the caller has nothing left to do afterwards."""
-
-    headers: dict[str, str]
-    chunks: AsyncIterator[bytes]
-    deployment: ModelSpec
-
-
-@dataclass(slots=True)
-class _Admitted:
-    plan: RoutePlan
-    ticket: Ticket
-    upstream_body: dict[str, Any]
-    ctx: CallContext
-    notes: list[str] = field(default_factory=list)
-
-
-def _streamed_tokens(state: dict[str, Any]) -> int:
-    return content_tokens("".join(state["text"]))
+    """HTTP header values must be latin-1 without control characters; keep them ASCII,
+    printable and bounded, whatever the text came from."""
+    safe = text.encode("ascii", "replace").decode()
+    return "".join(c if " " <= c <= "~" else "?" for c in safe)[:limit]
 
 
 def sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-SSE_DONE = b"data: [DONE]\n\n"
+@dataclass(slots=True)
+class ResponseMeta:
+    """What answered and why: rendered once into the ``x-tiergate-*`` headers."""
+
+    request_id: str
+    deployment: ModelSpec
+    attempts: int
+    reason: str
+    cost_usd: float | None = None
+    budget_headers: dict[str, str] = field(default_factory=dict)
+    cascade: str | None = None
+    replay: bool = False
+
+    def headers(self) -> dict[str, str]:
+        d = self.deployment
+        h = {"x-request-id": self.request_id, "x-tiergate-model": header_safe(d.name),
+             "x-tiergate-deployment": header_safe(d.deployment_id), "x-tiergate-tier": str(d.tier),
+             "x-tiergate-attempts": str(self.attempts), "x-tiergate-route-reason": header_safe(self.reason)}
+        if self.cost_usd is not None:
+            h["x-tiergate-cost-usd"] = f"{self.cost_usd:.10f}"
+        if self.cascade is not None:
+            h["x-tiergate-cascade"] = header_safe(self.cascade, 1000)
+        h.update({k: header_safe(v) for k, v in self.budget_headers.items()})
+        if self.replay:
+            h["x-tiergate-idempotent-replay"] = "true"
+        return h
+
+
+@dataclass(slots=True)
+class Completed:
+    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage``."""
+
+    response: dict[str, Any]
+    meta: ResponseMeta
+    status: int = 200
+    #: A replayed idempotent response keeps the headers it was first sent with.
+    stored_headers: dict[str, str] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.stored_headers is not None:
+            return {**self.stored_headers, "x-tiergate-idempotent-replay": "true"}
+        return self.meta.headers()
+
+    @property
+    def deployment(self) -> ModelSpec:
+        return self.meta.deployment
+
+    @property
+    def cost_usd(self) -> float:
+        return self.meta.cost_usd or 0.0
+
+
+@dataclass(slots=True)
+class Streaming:
+    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts and settles
+    the request itself before it ends (or when closed early)."""
+
+    meta: ResponseMeta
+    chunks: AsyncIterator[dict[str, Any]]
+    include_usage: bool
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.meta.headers()
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """The edge queued the request (the cloud is needed and unreachable)."""
+
+    job_id: str
+
+
+@dataclass(slots=True)
+class _Admitted:
+    plan: RoutePlan
+    ticket: Ticket
+    ctx: CallContext
+    started: float
+    notes: list[str] = field(default_factory=list)
+
+    def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
+        return ResponseMeta(self.ctx.request_id, spec, len(attempts), "; ".join([self.plan.reason, *self.notes]),
+                            cost, dict(self.ticket.headers))
+
+
+def usage_block(prompt: int, completion: int, cost_usd: float) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "cost_usd": round(cost_usd, 10)}
 
 
 class Gateway:
     def __init__(self, services: Services) -> None:
         self.s = services
 
-    # --- planning and admission ---------------------------------------------------
+    # --- entry point ------------------------------------------------------------------
 
-    def plan(self, body: dict[str, Any], principal: Principal, hints: dict[str, str],
-             task_hint: str | None = None, max_tier: int | None = None) -> RoutePlan:
-        return self.s.router.plan(body, principal, hints=hints, task_hint=task_hint, max_tier=max_tier)
+    async def handle(self, req: GatewayRequest, principal: Principal) -> Completed | Streaming | Deferred:
+        try:
+            if req.stream:
+                return await self.stream(req, principal)
+            return await self.complete(req, principal)
+        except OffloadUnavailable:
+            if self.s.deferrer is not None and req.hint(DEFER_HEADER).lower() == "allow":
+                return Deferred(await self.s.deferrer.defer(req, principal))
+            raise
 
-    def estimate(self, spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
+    # --- planning and admission -------------------------------------------------------
+
+    def plan(self, req: GatewayRequest, principal: Principal) -> RoutePlan:
+        """The routing decision under the budget's current tier ceiling (no store access)."""
+        return self.s.router.plan(req, principal, max_tier=self.s.admission.tier_ceiling(principal))
+
+    @staticmethod
+    def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
         needs = plan.needs
         assert needs is not None
         max_out = needs.max_output_tokens or spec.max_output_tokens or FALLBACK_MAX_OUTPUT
         return needs.prompt_tokens, max_out, spec.cost_usd(needs.prompt_tokens, max_out)
 
-    async def admit(self, plan: RoutePlan, body: dict[str, Any], principal: Principal, hints: dict[str, str],
-                    task_hint: str | None = None) -> _Admitted:
+    async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> _Admitted:
+        started = time.perf_counter()
         request_id = new_request_id()
-        spec = plan.candidates[0]
-        p, max_out, est = self.estimate(spec, plan)
-        ticket = await self.s.admission.admit(
-            principal, AdmissionRequest(request_id=request_id, deployment=spec, prompt_tokens=p,
-                                        max_output_tokens=max_out, estimate_usd=est))
+        p, max_out, est = self.estimate(plan.candidates[0], plan)
+        ticket = await self.s.admission.admit(principal, AdmissionRequest(
+            request_id=request_id, deployment=plan.candidates[0], prompt_tokens=p, max_output_tokens=max_out,
+            estimate_usd=est))
         notes: list[str] = []
         if ticket.max_tier is not None and plan.tier is not None and plan.tier > ticket.max_tier:
-            # Soft budget limit: the reservation (sized for the dearer model) stands and is
-            # released at settlement; the request itself goes to a cheaper tier.
+            # This reservation first crossed the soft limit: the reservation (sized for the
+            # dearer model) stands and is replaced at settlement; the request goes cheaper.
             try:
-                plan = self.plan(body, principal, hints, task_hint, max_tier=ticket.max_tier)
+                plan = self.s.router.plan(req, principal, max_tier=ticket.max_tier)
                 notes.append(f"budget soft limit: downgraded to tier {plan.tier}")
             except GatewayError:
                 notes.append("budget soft limit: no cheaper tier available")
-        upstream = {k: v for k, v in body.items() if k not in _NOT_UPSTREAM}
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
-        return _Admitted(plan, ticket, upstream, CallContext(request_id=request_id, deadline=deadline), notes)
+        return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes)
 
-    def _headers(self, a: _Admitted, spec: ModelSpec, attempts: list[AttemptRecord]) -> dict[str, str]:
-        reason = "; ".join([a.plan.reason, *a.notes])
-        h = {
-            "x-request-id": a.ctx.request_id,
-            "x-tiergate-model": spec.name,
-            "x-tiergate-deployment": spec.deployment_id,
-            "x-tiergate-tier": str(spec.tier),
-            "x-tiergate-attempts": str(len(attempts)),
-            "x-tiergate-route-reason": header_safe(reason),
-        }
-        h.update(a.ticket.headers)
-        return h
+    async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
+        """Settle once (durable when it returns) and publish the request's telemetry."""
+        await self.s.admission.settle(a.ticket, outcome)
+        dep = outcome.deployment
+        self.s.telemetry.emit({
+            "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
+            "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
+            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "budget_utilization_percent": a.ticket.budget_utilization_percent,
+        })
 
-    def _settler(self, a: _Admitted, outcome: Outcome) -> Settle:
-        async def settle() -> None:
-            await self.s.admission.settle(a.ticket, outcome)
-            if self.s.telemetry is not None:
-                self.s.telemetry.emit({
-                    "request_id": a.ctx.request_id, "model": outcome.deployment.name if outcome.deployment else None,
-                    "tier": outcome.deployment.tier if outcome.deployment else None,
-                    "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-                    "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-                    "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
-                    "budget_utilization_percent": a.ticket.budget_utilization_percent,
-                })
-        return settle
-
-    async def _fail(self, a: _Admitted, started: float, err: GatewayError) -> None:
-        """Release the reservation of a request that produced nothing billable."""
-        attempts = err.details.get("attempts") or []
-        await self._settler(a, Outcome(
+    async def _release(self, a: _Admitted, err: BaseException) -> None:
+        """Settle a request that produced nothing billable (its reservation is released)."""
+        attempts = err.details.get("attempts") or [] if isinstance(err, GatewayError) else []
+        code = err.code if isinstance(err, GatewayError) else "internal_error"
+        await asyncio.shield(self._settle(a, Outcome(
             deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
-            latency_ms=(time.perf_counter() - started) * 1000, attempts=len(attempts),
-            outcome=f"error:{err.code}", capability=a.plan.task.task_type if a.plan.task else None))()
+            latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(attempts),
+            outcome=f"error:{code}", capability=_capability(a.plan))))
 
-    # --- non-streaming ------------------------------------------------------------
+    # --- non-streaming ------------------------------------------------------------------
 
-    async def complete(self, body: dict[str, Any], principal: Principal, hints: dict[str, str],
-                       task_hint: str | None = None) -> Completed:
-        started = time.perf_counter()
-        plan = self.plan(body, principal, hints, task_hint)
-        if plan.mode == "cascade":
-            return await self._cascade(plan, body, principal, hints)
-        a = await self.admit(plan, body, principal, hints, task_hint)
+    async def complete(self, req: GatewayRequest, principal: Principal) -> Completed:
+        """A settled answer; with an ``Idempotency-Key``, a retry replays the first response
+        instead of paying twice (a concurrent duplicate gets 409 or waits)."""
+        idem = self.s.idempotency if req.idempotency_key else None
+        if idem is None:
+            return await self._complete(req, principal)
+        assert req.idempotency_key is not None
+        got = await idem.begin(principal.key_id, req.idempotency_key, request_hash(req.body))
+        if isinstance(got, Hit):
+            return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers))
         try:
-            r = await self.s.executor.execute(a.plan.candidates, a.upstream_body, a.ctx,
-                                              prompt_estimate=a.plan.needs.prompt_tokens if a.plan.needs else 0)
-        except GatewayError as e:
-            await self._fail(a, started, e)
+            done = await self._complete(req, principal)
+        except BaseException:
+            await idem.fail(got)
+            raise
+        await idem.complete(got, done.status, done.response, done.headers)
+        return done
+
+    async def _complete(self, req: GatewayRequest, principal: Principal) -> Completed:
+        plan = self.plan(req, principal)
+        if plan.mode == "cascade":
+            return await self._cascade(req, principal, plan)
+        a = await self._admit(req, principal, plan)
+        try:
+            r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
+                                              prompt_estimate=req.needs.prompt_tokens)
+        except BaseException as e:
+            await self._release(a, e)
             raise
         usage = r.response.setdefault("usage", {})
         usage.setdefault("prompt_tokens", r.prompt_tokens)
         usage.setdefault("completion_tokens", r.completion_tokens)
         usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
         usage["cost_usd"] = round(r.cost_usd, 10)
-        headers = self._headers(a, r.deployment, r.attempts)
-        headers["x-tiergate-cost-usd"] = f"{r.cost_usd:.10f}"
-        outcome = Outcome(deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                          cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - started) * 1000,
-                          attempts=len(r.attempts), outcome="ok",
-                          capability=a.plan.task.task_type if a.plan.task else None)
-        return Completed(r.response, headers, self._settler(a, outcome), r.deployment, r.cost_usd)
+        await asyncio.shield(self._settle(a, Outcome(
+            deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+            cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
+            outcome="ok", capability=_capability(a.plan))))
+        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
 
-    # --- streaming ----------------------------------------------------------------
+    # --- streaming ----------------------------------------------------------------------
 
-    async def stream(self, body: dict[str, Any], principal: Principal, hints: dict[str, str]) -> Streaming:
-        started = time.perf_counter()
-        plan = self.plan(body, principal, hints)
+    async def stream(self, req: GatewayRequest, principal: Principal) -> Streaming:
+        plan = self.plan(req, principal)
         if plan.mode == "cascade":
-            return self._as_stream(await self._cascade(plan, body, principal, hints), body)
-        a = await self.admit(plan, body, principal, hints)
+            return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
+        a = await self._admit(req, principal, plan)
         try:
-            h = await self.s.executor.open_stream(a.plan.candidates, a.upstream_body, a.ctx)
-        except GatewayError as e:
-            await self._fail(a, started, e)
+            h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx)
+        except BaseException as e:
+            await self._release(a, e)
             raise
-        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        spec = h.deployment
-        prompt_est = a.plan.needs.prompt_tokens if a.plan.needs else 0
-        # "text" keeps the streamed content only to estimate usage when the upstream reports none.
-        state: dict[str, Any] = {"usage": None, "text": [], "outcome": "ok"}
+        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
 
-        async def settle() -> None:
-            u = state["usage"] or {}
+    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
+        """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
+        spec, prompt_est = h.deployment, req.needs.prompt_tokens
+        usage: dict[str, Any] | None = None
+        text: list[str] = []  # only to estimate usage when the upstream reports none
+        first, last = h.first, None
+
+        async def settle(outcome: str) -> None:
+            u = usage or {}
             p = u.get("prompt_tokens", prompt_est)
-            c = u["completion_tokens"] if "completion_tokens" in u else _streamed_tokens(state)
-            await self._settler(a, Outcome(
+            c = u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(text))
+            await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
-                latency_ms=(time.perf_counter() - started) * 1000, attempts=len(h.attempts),
-                outcome=state["outcome"], capability=a.plan.task.task_type if a.plan.task else None))()
+                latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
+                capability=_capability(a.plan))))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            settled = False
-            try:
-                if h.first is not None:
-                    out = self._forward(h.first, state, want_usage, spec, prompt_est)
-                    if out is not None:
-                        yield out
-                async for chunk in h.rest:
-                    out = self._forward(chunk, state, want_usage, spec, prompt_est)
-                    if out is not None:
-                        yield out
-            except GatewayError as e:
-                # Mid-stream failure: end with an error event, never silently truncated text.
-                state["outcome"] = f"error:{e.code}"
-                settled = True
-                await settle()
-                yield sse({"error": {"message": f"upstream stream interrupted: {e.message}", "type": e.type,
-                                     "code": "stream_interrupted", "param": None}})
-                return
-            except (GeneratorExit, asyncio.CancelledError):
-                if not settled:
-                    # The client went away mid-stream: bill what was produced, durably.
-                    state["outcome"] = "client_disconnected"
-                    settled = True
-                    await asyncio.shield(settle())
-                raise
-            if want_usage and state["usage"] is None:
-                # The upstream reported no usage: send our estimate so the client still gets one.
-                yield sse(self._usage_chunk(h.first, spec, prompt_est, _streamed_tokens(state)))
-            # Settle before [DONE]: the client's acknowledgement means the record is durable.
+        settled = False
+        try:
+            pending = [first] if first is not None else []
+            while True:
+                if pending:
+                    chunk = pending.pop()
+                else:
+                    try:
+                        chunk = await h.rest.__anext__()
+                    except StopAsyncIteration:
+                        break
+                last = chunk
+                u = chunk.get("usage")
+                if u:
+                    usage = u
+                    u["cost_usd"] = round(spec.cost_usd(u.get("prompt_tokens", prompt_est),
+                                                        u.get("completion_tokens", 0)), 10)
+                elif usage is None:
+                    for ch in chunk.get("choices") or ():
+                        content = (ch.get("delta") or {}).get("content")
+                        if content:
+                            text.append(content)
+                yield chunk
+        except GatewayError as e:
+            # Mid-stream failure: bill what was produced, end with an error event.
             settled = True
-            await settle()
-            yield SSE_DONE
+            await settle(f"error:{e.code}")
+            raise
+        except BaseException:
+            if not settled:
+                # The client went away (or the stream was closed early): bill what was produced.
+                settled = True
+                await settle("client_disconnected")
+            raise
+        if usage is None:
+            # The upstream reported no usage: send our estimate so the client still gets one.
+            c = content_tokens("".join(text))
+            base = first or last or {}
+            yield {"id": base.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
+                   "created": base.get("created", int(time.time())), "model": base.get("model", spec.name),
+                   "choices": [], "usage": usage_block(prompt_est, c, spec.cost_usd(prompt_est, c))}
+        # Settle before the end: the client's last event means the record is durable.
+        settled = True
+        await settle("ok")
 
-        return Streaming(self._headers(a, spec, h.attempts), chunks(), spec)
+    # --- cascades -----------------------------------------------------------------------
 
-    # --- cascades -----------------------------------------------------------------
-
-    async def _cascade(self, plan: RoutePlan, body: dict[str, Any], principal: Principal,
-                       hints: dict[str, str]) -> Completed:
-        """Delegate to the cascade runner (registered as ``services.extra['cascades']``)."""
-        runner = self.s.extra.get("cascades")
+    async def _cascade(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Completed:
+        runner = self.s.cascades
         if runner is None:
-            raise cascades_unavailable(plan)
-        return await runner.run(plan, body, principal, hints)
+            raise NoRouteAvailable(f"'{plan.requested}' needs the cascade engine, which is not enabled here")
+        started = time.perf_counter()
+        request_id = new_request_id()
+        r = await runner.run(req, principal, policy_name=plan.cascade_policy, request_id=request_id,
+                             max_tier=self.s.admission.tier_ceiling(principal))
+        r.response.setdefault("id", request_id)
+        meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
+                            cascade=r.header_value)
+        # Every step was settled as it finished; only the request's telemetry is left.
+        self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
+                               "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
+                               "cascade_steps": len(r.steps), "outcome": "ok"})
+        return Completed(r.response, meta)
 
-    @staticmethod
-    def _as_stream(done: Completed, body: dict[str, Any]) -> Streaming:
-        """A cascade needs the whole answer to score it: stream the final answer as chunks."""
-        r = done.response
-        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+def _capability(plan: RoutePlan) -> str | None:
+    return plan.task.task_type if plan.task else None
+
+
+def _replay_meta(hit: Hit) -> ResponseMeta:
+    # A replay's headers are the stored ones (Completed.stored_headers); the meta is a stub.
+    from tiergate.config.catalog import ModelSpec as _Spec
+
+    spec = _Spec(name=hit.headers.get("x-tiergate-model", "replay"), model="replay", id="replay", tier=0)
+    return ResponseMeta(hit.headers.get("x-request-id", "replay"), spec, 0, "idempotent replay", replay=True)
+
+
+def _as_stream(done: Completed, include_usage: bool) -> Streaming:
+    """A cascade needs the whole answer to score it: stream the final answer as chunks."""
+    r = done.response
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
         base = {"id": r.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
                 "created": r.get("created", int(time.time())), "model": r.get("model", done.deployment.name)}
+        for i, ch in enumerate(r.get("choices") or ()):
+            msg = ch.get("message") or {}
+            delta = {k: v for k, v in msg.items() if v is not None}
+            if delta.get("tool_calls"):
+                delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(delta["tool_calls"])]
+            yield {**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}
+            yield {**base, "choices": [{"index": i, "delta": {}, "finish_reason": ch.get("finish_reason")}]}
+        yield {**base, "choices": [], "usage": r.get("usage")}
 
-        async def chunks() -> AsyncIterator[bytes]:
-            for i, ch in enumerate(r.get("choices") or ()):
-                msg = ch.get("message") or {}
-                delta = {k: v for k, v in msg.items() if v is not None}
-                if delta.get("tool_calls"):
-                    delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(delta["tool_calls"])]
-                yield sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
-                yield sse({**base, "choices": [{"index": i, "delta": {}, "finish_reason": ch.get("finish_reason")}]})
-            if want_usage:
-                yield sse({**base, "choices": [], "usage": r.get("usage")})
-            await done.settle()
-            yield SSE_DONE
-
-        return Streaming(done.headers, chunks(), done.deployment)
-
-    @staticmethod
-    def _forward(chunk: dict[str, Any], state: dict[str, Any], want_usage: bool, spec: ModelSpec,
-                 prompt_est: int) -> bytes | None:
-        usage = chunk.get("usage")
-        if usage:
-            state["usage"] = usage
-            usage["cost_usd"] = round(spec.cost_usd(usage.get("prompt_tokens", prompt_est),
-                                                    usage.get("completion_tokens", 0)), 10)
-            if not chunk.get("choices"):
-                return sse(chunk) if want_usage else None  # the usage-only final chunk
-            if not want_usage:
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-        if state["usage"] is None:
-            for ch in chunk.get("choices") or ():
-                content = (ch.get("delta") or {}).get("content")
-                if content:
-                    state["text"].append(content)
-        return sse(chunk)
-
-    @staticmethod
-    def _usage_chunk(first: dict[str, Any] | None, spec: ModelSpec, p: int, c: int) -> dict[str, Any]:
-        base = first or {}
-        return {"id": base.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
-                "created": base.get("created", int(time.time())), "model": base.get("model", spec.name),
-                "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-                                          "cost_usd": round(spec.cost_usd(p, c), 10)}}
-
-
-def cascades_unavailable(plan: RoutePlan) -> NoRouteAvailable:
-    return NoRouteAvailable(f"'{plan.requested}' needs the cascade engine, which is not enabled here")
+    return Streaming(done.meta, chunks(), include_usage)

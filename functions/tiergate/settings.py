@@ -1,14 +1,18 @@
 """Process settings from the environment (``TIERGATE_*``). Nothing else reads os.environ
 for configuration; provider keys are looked up by the key resolver by the names the
-catalog gives."""
+catalog gives. A ``TIERGATE_*`` variable that names no setting is refused with the
+nearest name: a typo must not silently fall back to a default."""
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +44,14 @@ class Settings(BaseSettings):
     provider_keys_secret: str | None = None
     cascade_state_machine_arn: str | None = None
 
+    #: The API Gateway stage path Mangum strips (``/prod``), set by the CDK stack.
+    base_path: str = "/"
+    #: The Lambda runtime's own variables (not TIERGATE_*): in Lambda, and under SnapStart.
+    lambda_function_name: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_LAMBDA_FUNCTION_NAME"))
+    lambda_initialization_type: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
+
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)
     log_prompts: bool = False
@@ -52,6 +64,48 @@ class Settings(BaseSettings):
             raise ValueError("TIERGATE_MASTER_KEY (or TIERGATE_PROVIDER_KEYS_SECRET) is required in production")
         return self
 
+    @model_validator(mode="after")
+    def _known_variables(self) -> Settings:
+        unknown = unknown_variables(os.environ, set(type(self).model_fields))
+        if unknown:
+            raise ValueError("unknown setting(s): " + "; ".join(unknown))
+        return self
+
+    @property
+    def in_lambda(self) -> bool:
+        return self.lambda_function_name is not None
+
+    @property
+    def snapstart(self) -> bool:
+        return self.lambda_initialization_type == "snap-start"
+
     @property
     def resolved_sqlite_path(self) -> Path:
         return self.sqlite_path or (self.data_dir / "tiergate.sqlite3")
+
+
+#: ``TIERGATE_*`` names other settings own: the edge agent's, the layer build's, the benchmarks'.
+FOREIGN = ("TIERGATE_EDGE_", "TIERGATE_CLOUD_KEY", "TIERGATE_PYTHON312", "TIERGATE_BENCH_")
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ[str], fields: set[str]) -> list[str]:
+    """``TIERGATE_*`` variables naming no field, each with the nearest known name."""
+    known = {f"TIERGATE_{f.upper()}" for f in fields}
+    out = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("TIERGATE_") or upper in known or upper.startswith(FOREIGN):
+            continue
+        near = difflib.get_close_matches(upper, sorted(known), n=1)
+        out.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    """Binding here reaches only this machine (safe without a master key)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

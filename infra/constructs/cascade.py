@@ -1,7 +1,7 @@
 """The cascade state machine: Step Functions Express, started synchronously by the API
 function (``StartSyncExecution``).
 
-The ASL comes from the cascades code (``tiergate.routing.stepfunctions.definition``) as a
+The ASL comes from the cascades code (``tiergate.cascade.definition.definition``) as a
 dict; the step function's ARN reaches it through the ``${CascadeStepArn}`` substitution,
 so the definition never embeds CloudFormation tokens. Logging is ALL events *without*
 execution data: inputs and outputs carry prompts, which never go to logs by default.
@@ -39,8 +39,8 @@ def fallback_definition(step_function_arn: str) -> dict[str, Any]:
 
 def cascade_definition(step_function_arn: str = STEP_ARN_PLACEHOLDER) -> dict[str, Any]:
     """The real definition from the gateway code (default policy from the catalog model)."""
-    from tiergate.routing.policy import CascadePolicy
-    from tiergate.routing.stepfunctions import definition
+    from tiergate.cascade.definition import definition
+    from tiergate.config.cascades import CascadePolicy
 
     return definition(CascadePolicy(), step_function_arn=step_function_arn)
 

@@ -3,7 +3,7 @@ observability, plus all the wiring between them (grants and environment variable
 
 Functions (all python3.12, SnapStart, alias ``live``; code asset = functions/):
 - ``api``: buffered, ``tiergate.handlers.api.handler`` (FastAPI through Mangum)
-- ``stream``: ``run.sh`` -> uvicorn ``tiergate.api.asgi:app`` behind the Lambda Web Adapter,
+- ``stream``: ``run.sh`` -> uvicorn ``tiergate.handlers.asgi:app`` behind the Lambda Web Adapter,
   serving the streaming routes with API Gateway response streaming (``stage.streaming``)
 - ``cascade``: ``tiergate.handlers.cascade.handler``, the state machine's task
 """
@@ -162,8 +162,10 @@ class GatewayStack(Stack):
                 "PORT": STREAM_PORT,
                 "AWS_LWA_READINESS_CHECK_PATH": HEALTH_PATH,
             })
-        # The cascade step calls providers (keys from the secret); it keeps no table state.
+        # The cascade step calls providers (keys from the secret) and, like the API, reserves
+        # and settles each step's budget and writes its usage record (the tables).
         self.cascade_fn.add_environment(common)
+        self.cascade_fn.role.add_to_policy(self.data_policy())
         self.cascade_fn.role.add_to_policy(self.secret_policy())
         self.cascade.state_machine.add_to_role_policy(iam.PolicyStatement(
             actions=["lambda:InvokeFunction"], resources=[self.cascade_fn.alias_arn]))

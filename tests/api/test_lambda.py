@@ -125,9 +125,8 @@ def test_health_and_models(handler):
 def test_prewarm_imports_litellm_only_under_snapstart(tmp_path, sim):
     """Under SnapStart init is snapshotted once, so the LiteLLM adapter is built then;
     otherwise it stays lazy (``import litellm`` takes seconds)."""
-    from tiergate import catalog as catalog_mod
-    from tiergate.bootstrap import build_app
-    from tiergate.cloud import prewarm
+    from tiergate.compose import build_app, prewarm
+    from tiergate.config import catalog as catalog_mod
     from tiergate.settings import Settings
 
     cat = catalog_mod.parse(f"""
@@ -136,8 +135,8 @@ models:
   - {{name: b, model: anthropic/b, adapter: litellm, tier: 2, api_base: "{sim.url}"}}
 """, source="t")
     for snapstart in (False, True):
-        app = build_app(Settings(data_dir=tmp_path, store="memory"), cat, with_plugins=False)
-        prewarm(app, snapstart=snapstart)
+        app = build_app(Settings(data_dir=tmp_path, store="memory"), cat)
+        prewarm(app.state.services, snapstart=snapstart)
         built = app.state.services.registry.built()
         assert built == ({"openai-compatible", "litellm"} if snapstart else {"openai-compatible"})
         if snapstart:

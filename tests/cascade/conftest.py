@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate import catalog as catalog_mod
+from tiergate.config import catalog as catalog_mod
 
 CATALOG = """
 models:
@@ -59,7 +59,7 @@ def sim_catalog(sim):
 
 @pytest.fixture
 def services(sim_catalog, tmp_path):
-    from tiergate.api.app import build_services
+    from tiergate.compose import build_services
     from tiergate.settings import Settings
 
     return build_services(Settings(data_dir=tmp_path, store="memory"), sim_catalog)

@@ -4,16 +4,11 @@ import asyncio
 
 import pytest
 
+from tiergate.cascade.engine import CascadeEngine, header_value, summarize
+from tiergate.cascade.steps import decide
+from tiergate.cascade.types import StepAnswer, StepRequest
+from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import BudgetExceeded, UpstreamServerError
-from tiergate.routing.cascade import (
-    CascadeEngine,
-    StepAnswer,
-    StepRequest,
-    decide,
-    header_value,
-    summarize,
-)
-from tiergate.routing.policy import CascadePolicy
 
 GOOD = "```python\ndef add(a, b):\n    return a + b\n```"
 BROKEN = "```python\ndef add(a, b)\n    return a + b\n```"

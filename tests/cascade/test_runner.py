@@ -6,10 +6,11 @@ import httpx
 import pytest
 
 from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
-from tiergate.admission import MasterKeyAdmission, Principal
 from tiergate.errors import BudgetExceeded
-from tiergate.execution.executor import CallContext
-from tiergate.routing.cascade_runner import run_cascade
+from tiergate.compose import build_services
+from tiergate.request import GatewayRequest
+from tiergate.limits.admission import Principal
+from tiergate.limits.master_key import MasterKeyAdmission
 
 
 def chat(client, model, messages=CODE_ASK, **kw):
@@ -162,12 +163,15 @@ class _Tight(MasterKeyAdmission):
         await super().settle(ticket, outcome)
 
 
-async def test_budget_that_cannot_cover_a_step_returns_the_best_so_far(services, sim):
+async def test_budget_that_cannot_cover_a_step_returns_the_best_so_far(sim_catalog, sim, tmp_path):
+    from tiergate.settings import Settings
+
     sim.script("small-0", {"content": BROKEN_PY})
-    services.admission = _Tight(limit=0.0002)  # covers tier 0 (~$0.00004), not tier 1 (~$0.0004)
-    ctx = CallContext(request_id="t", deadline=10**12)
-    r = await run_cascade(services, "default", {"model": "cascade", "messages": CODE_ASK, "max_tokens": 100},
-                          Principal(key_id="k"), ctx)
-    assert [s.status for s in r.steps] == ["rejected", "skipped:budget"]
-    assert services.admission.tickets == [0] and len(services.admission.records) == 1
-    assert sim.requests(model="mid-1") == [] and r.final_deployment.name == "small"
+    tight = _Tight(limit=0.0002)  # covers tier 0 (~$0.00004), not tier 1 (~$0.0004)
+    services = build_services(Settings(data_dir=tmp_path, store="memory"), sim_catalog, admission=tight)
+    body = {"model": "cascade", "messages": CODE_ASK, "max_tokens": 100}
+    req = GatewayRequest.from_chat(body, aliases={}, default_model="auto")
+    r = await services.cascades.run(req, Principal(key_id="k"), policy_name="default", request_id="t")
+    assert [s["status"] for s in r.steps] == ["rejected", "skipped:budget"]
+    assert tight.tickets == [0] and len(tight.records) == 1
+    await services.registry.aclose()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tiergate.routing.scoring import (
+from tiergate.cascade.scoring import (
     Expectations,
     Score,
     blend_judge,

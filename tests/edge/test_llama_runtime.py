@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tiergate.catalog import ModelSpec
+from tiergate.config.catalog import ModelSpec
 from tiergate.errors import UpstreamBadRequest, UpstreamServerError
 from tiergate.providers.base import Provider, ProviderCall
 from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime

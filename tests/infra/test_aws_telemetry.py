@@ -8,8 +8,11 @@ import json
 import pytest
 
 from tiergate import errors
-from tiergate.aws import SecretsLookup, client, decode_execution
-from tiergate.telemetry import NoopTelemetry, PowertoolsTelemetry, Telemetry
+from tiergate.aws.clients import client
+from tiergate.aws.secrets import SecretsLookup
+from tiergate.aws.step_functions import decode_execution
+from tiergate.aws.telemetry import PowertoolsTelemetry
+from tiergate.telemetry import NoopTelemetry, Telemetry
 
 
 def test_secrets_lookup_reads_one_json_secret_with_caching(moto_server, aws_env):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tiergate.catalog import CatalogFile, resolve
+from tiergate.config.catalog import CatalogFile, resolve
 from tiergate.settings import Settings
 from tiergate.stores import open_store
 from tiergate.stores.base import RecordStore

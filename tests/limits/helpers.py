@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from tiergate.admission import AdmissionRequest, Outcome, Ticket
-from tiergate.catalog import ModelSpec
+from tiergate.config.catalog import ModelSpec
+from tiergate.limits.admission import AdmissionRequest, Outcome, Ticket
 
 
 def request(dep: ModelSpec, prompt: int = 1000, max_out: int = 1000, *, rid: str | None = None) -> AdmissionRequest:

@@ -10,7 +10,7 @@ from typing import Any
 from tests.limits.conftest import make_catalog
 from tests.limits.helpers import outcome, request
 from tiergate.errors import BudgetExceeded, RateLimited
-from tiergate.limits.admission import StoreAdmission
+from tiergate.limits.store_admission import StoreAdmission
 from tiergate.settings import Settings
 from tiergate.stores import open_store
 

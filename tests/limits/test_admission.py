@@ -8,8 +8,8 @@ from tests.limits.conftest import MASTER, make_catalog
 from tests.limits.helpers import outcome, request
 from tiergate.errors import AuthenticationFailed, BudgetExceeded, PermissionDenied, RateLimited
 from tiergate.limits import budgets, usage
-from tiergate.limits.admission import StoreAdmission
-from tiergate.limits.keys import KeyCreate, KeyService
+from tiergate.limits.store_admission import StoreAdmission
+from tiergate.limits.virtual_keys import KeyCreate, KeyService
 
 
 class Clock:

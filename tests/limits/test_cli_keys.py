@@ -12,7 +12,7 @@ import pytest
 
 from tests.limits.conftest import make_catalog
 from tiergate.errors import AuthenticationFailed
-from tiergate.limits.admission import StoreAdmission
+from tiergate.limits.store_admission import StoreAdmission
 from tiergate.settings import Settings
 from tiergate.stores.sqlite import SqliteStore
 

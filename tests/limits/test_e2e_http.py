@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from tests.support.gateway import serve_app
-from tiergate import catalog as catalog_mod
-from tiergate.bootstrap import build_app
+from tiergate.compose import build_app
+from tiergate.config import catalog as catalog_mod
 from tiergate.settings import Settings
 
 MASTER = "sk-master-e2e"
@@ -46,7 +46,7 @@ def gateway(request, sim, tmp_path) -> Iterator[str]:
     else:
         kw |= {"store": "sqlite", "sqlite_path": tmp_path / "gw.sqlite3"}
     cat = catalog_mod.parse(CATALOG.replace("{sim}", sim.openai_base), source="test")
-    with serve_app(build_app(Settings(**kw), cat, with_plugins=False)) as url:
+    with serve_app(build_app(Settings(**kw), cat)) as url:
         yield url
 
 
@@ -121,8 +121,12 @@ def test_budget_exceeded_and_soft_limit_downgrade(gateway: str):
     assert r.headers["x-tiergate-tier"] == "0"
     assert r.headers["x-tiergate-budget"].startswith("soft-limit; scope=key; period=month")
     assert "budget" in r.headers["x-tiergate-route-reason"]
-    with pytest.raises(openai.RateLimitError) as e:  # 160 tier-1 output tokens cannot fit any more
-        chat(c, "tier:1", max_tokens=160)
+    # The ceiling is known before planning now: the next tier-1 request is planned at tier 0
+    # at once (no re-plan), and is refused only when even tier 0 cannot fit.
+    r = chat(c, "tier:1", max_tokens=160)
+    assert r.headers["x-tiergate-tier"] == "0" and "capped at tier 0 by budget" in r.headers["x-tiergate-route-reason"]
+    with pytest.raises(openai.RateLimitError) as e:  # 20k tier-0 output tokens cannot fit any more
+        chat(c, "tier:1", max_tokens=20_000)
     body = e.value.body
     assert e.value.code == "budget_exceeded" and body["type"] == "insufficient_quota"
     assert body["tiergate"]["scope"] == "key" and body["tiergate"]["period"] == "month"
@@ -131,16 +135,16 @@ def test_budget_exceeded_and_soft_limit_downgrade(gateway: str):
     # the views: own usage, own budget; the master sees the tenant and the metrics
     time.sleep(0.2)  # settlement runs right after the response
     mine = httpx.get(gateway + "/v1/usage", headers={"authorization": f"Bearer {secret}"}).json()
-    assert mine["summary"]["requests"] == 1 and mine["data"][0]["tier"] == 0 and mine["data"][0]["key_id"] == key_id
+    assert mine["summary"]["requests"] == 2 and {d["tier"] for d in mine["data"]} == {0} and mine["data"][0]["key_id"] == key_id
     bud = httpx.get(gateway + "/v1/budget", headers={"authorization": f"Bearer {secret}"}).json()
     month = next(s for s in bud["scopes"] if s["scope"] == "key")
     assert month["reserved_usd"] == 0 and 0 < month["spent_usd"] < 0.001
     r = httpx.get(gateway + "/v1/usage", params={"tenant": "other"}, headers={"authorization": f"Bearer {secret}"})
     assert r.status_code == 403
     a = admin(gateway)
-    assert a.get("/v1/usage", params={"tenant": "acme", "tier": "0"}).json()["summary"]["requests"] == 1
+    assert a.get("/v1/usage", params={"tenant": "acme", "tier": "0"}).json()["summary"]["requests"] == 2
     assert a.get("/v1/usage", params={"tier": "9"}).status_code == 400
     m = a.get("/metrics").json()
-    assert m["requests_per_tier"] == {"0": 1} and m["cost_per_tier"]["0"] > 0
+    assert m["requests_per_tier"] == {"0": 2} and m["cost_per_tier"]["0"] > 0
     assert a.post("/v1/admin/reset", json={"budgets": True}).json()["budget_counters"] >= 1
     assert a.get("/metrics").json()["requests_per_tier"] == {}

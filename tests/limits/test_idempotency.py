@@ -11,9 +11,9 @@ from tests.limits.conftest import MASTER, make_catalog
 from tests.limits.helpers import outcome, request
 from tiergate.errors import Conflict, InvalidRequest
 from tiergate.limits import budgets, usage
-from tiergate.limits.admission import StoreAdmission
 from tiergate.limits.idempotency import Hit, Idempotency, Started, request_hash
 from tiergate.limits.outbox import Outbox
+from tiergate.limits.store_admission import StoreAdmission
 from tiergate.stores.sqlite import SqliteStore
 
 H1, H2 = request_hash({"model": "a", "messages": []}), request_hash({"model": "b", "messages": []})

@@ -12,9 +12,9 @@ import pytest
 from tests.limits.conftest import make_catalog
 from tests.limits.race_worker import run_clients, worker
 from tiergate.limits import budgets, usage
-from tiergate.limits.admission import StoreAdmission
 from tiergate.limits.budgets import to_nano
-from tiergate.limits.keys import KeyCreate
+from tiergate.limits.store_admission import StoreAdmission
+from tiergate.limits.virtual_keys import KeyCreate
 
 CLIENTS = 200
 # small: $1/M in, $2/M out; 500 in + 1250 out -> estimate $0.003 = 3_000_000 nano

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.upstream import UpstreamSim
-from tiergate.catalog import ModelSpec
+from tiergate.config.catalog import ModelSpec
 from tiergate.providers.base import Provider, ProviderCall
 
 _names = itertools.count(1)

@@ -11,8 +11,9 @@ import pytest
 from tests.providers.conftest import CASES, call_for
 from tests.support.upstream import UpstreamSim
 from tiergate import errors
-from tiergate.providers.base import default_registry
-from tiergate.providers.openai_compat import OpenAICompatProvider, error_for_status, parse_retry_after
+from tiergate.providers.error_mapping import error_for_status, parse_retry_after
+from tiergate.providers.openai_compat import OpenAICompatProvider
+from tiergate.providers.registry import default_registry
 from tiergate.providers.sse import DONE, SSEDecoder, format_event, format_sse
 
 NATIVE = CASES[0]

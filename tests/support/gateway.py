@@ -20,8 +20,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.support.procs import free_port, port_open, wait_for
-from tiergate import catalog as catalog_mod
-from tiergate.bootstrap import build_app
+from tiergate.cli.serve import local_plugins
+from tiergate.compose import build_app
+from tiergate.config import catalog as catalog_mod
 from tiergate.settings import Settings
 
 
@@ -45,11 +46,13 @@ def gateway_factory(tmp_path: Path, sim: Any) -> Iterator[Callable[..., tuple[st
     """``make(catalog_yaml, **settings) -> (base_url, app)``; every server stops at teardown."""
     stack: list[Any] = []
 
-    def make(catalog_yaml: str, *, with_plugins: bool = False, **settings: Any) -> tuple[str, FastAPI]:
+    def make(catalog_yaml: str, *, with_plugins: bool = False, parts: dict[str, Any] | None = None,
+             **settings: Any) -> tuple[str, FastAPI]:
+        parts = parts or {}
         text = catalog_yaml.replace("{sim}", sim.openai_base).replace("{sim_root}", sim.url)
         cat = catalog_mod.parse(text, source="test")
         s = Settings(data_dir=tmp_path / "data", store="memory", **settings)
-        app = build_app(s, cat, with_plugins=with_plugins)
+        app = build_app(s, cat, plugins=local_plugins(s) if with_plugins else (), **parts)
         cm = serve_app(app)
         url = cm.__enter__()
         stack.append(cm)

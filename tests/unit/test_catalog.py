@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiergate.catalog import CatalogError, load, parse
+from tiergate.config.catalog import CatalogError, load, parse
 
 MINIMAL = """
 models:

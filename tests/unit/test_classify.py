@@ -1,4 +1,4 @@
-from tiergate.routing.classify import classify
+from tiergate.request.classify import classify
 
 
 def _c(text: str, **kw):

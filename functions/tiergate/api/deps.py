@@ -1,4 +1,5 @@
-"""FastAPI dependencies as ``Annotated`` aliases."""
+"""FastAPI dependencies as ``Annotated`` aliases: the services, the caller, and the
+optional parts a route needs (a 503 naming the part when this home has none)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tiergate.admission import Principal
-from tiergate.api.services import Services
-from tiergate.errors import PermissionDenied
+from tiergate.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
+from tiergate.limits.admission import Principal
+from tiergate.limits.virtual_keys import KeyService
+from tiergate.services import Services
+from tiergate.stores.base import RecordStore
 
 
 def get_services(request: Request) -> Services:
@@ -26,11 +29,39 @@ async def get_master(principal: Annotated[Principal, Depends(get_principal)]) ->
     return principal
 
 
+def _missing(part: str) -> ServiceUnavailable:
+    return ServiceUnavailable(f"This gateway runs without a store ({part} is not configured)")
+
+
+def get_store(request: Request) -> RecordStore:
+    store = get_services(request).store
+    if store is None:
+        raise _missing("store")
+    return store
+
+
+def get_keys(request: Request) -> KeyService:
+    keys = get_services(request).virtual_keys
+    if keys is None:
+        raise _missing("virtual_keys")
+    return keys
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 MasterDep = Annotated[Principal, Depends(get_master)]
+StoreDep = Annotated[RecordStore, Depends(get_store)]
+KeysDep = Annotated[KeyService, Depends(get_keys)]
 
 
-def tiergate_hints(request: Request) -> dict[str, str]:
-    """Request headers that steer tiergate (``x-tiergate-*``), lowercased."""
-    return {k: v for k, v in request.headers.items() if k.startswith("x-tiergate-")}
+def int_param(value: str | None, name: str, *, lo: int, hi: int) -> int | None:
+    """A query parameter as an int in [lo, hi], or a 400 naming it."""
+    if value is None or value == "":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer", param=name) from None
+    if not lo <= n <= hi:
+        raise InvalidRequest(f"{name} must be between {lo} and {hi}", param=name)
+    return n

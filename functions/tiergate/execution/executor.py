@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate.catalog import Catalog, ModelSpec
+from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -31,8 +31,9 @@ from tiergate.errors import (
 )
 from tiergate.execution.backoff import retry_delay
 from tiergate.execution.circuit import CircuitBoard
-from tiergate.keys import KeyResolver
-from tiergate.providers.base import ProviderCall, ProviderRegistry
+from tiergate.providers.base import ProviderCall
+from tiergate.providers.credentials import KeyResolver
+from tiergate.providers.registry import ProviderRegistry
 from tiergate.tokens import content_tokens
 
 

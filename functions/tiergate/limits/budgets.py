@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tiergate.config.budgets import BudgetsConfig, ScopeLimits
 from tiergate.errors import BudgetExceeded
-from tiergate.limits.config import BudgetsConfig, ScopeLimits
-from tiergate.limits.keys import VirtualKey
+from tiergate.limits.virtual_keys import VirtualKey
 from tiergate.stores.base import Bump, CounterKey, CounterState, RecordStore
 
 NANO = 1_000_000_000

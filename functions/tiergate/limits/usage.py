@@ -15,9 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tiergate.admission import Outcome, Ticket
+from tiergate.config.budgets import BudgetsConfig
+from tiergate.limits.admission import Outcome, Ticket
 from tiergate.limits.budgets import period_bounds, to_nano, to_usd
-from tiergate.limits.config import BudgetsConfig
 from tiergate.stores.base import Correction, CounterKey, RecordStore
 
 TABLE = "usage"

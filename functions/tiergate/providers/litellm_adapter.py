@@ -24,7 +24,7 @@ from typing import Any
 
 from tiergate import errors
 from tiergate.providers.base import ProviderCall
-from tiergate.providers.openai_compat import (
+from tiergate.providers.error_mapping import (
     error_for_status,
     error_for_transport,
     interrupted,

@@ -13,58 +13,17 @@ that fits prompt + output with headroom. Deployments with an open circuit go las
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tiergate.admission import Principal
-from tiergate.catalog import Catalog, ModelSpec
-from tiergate.errors import (
-    ContextWindowExceeded,
-    InvalidRequest,
-    ModelNotFound,
-    NoRouteAvailable,
-    PermissionDenied,
-)
-from tiergate.routing.classify import TaskProfile, classify
-from tiergate.tokens import prompt_tokens
-
-#: Output tokens assumed for context checks when the request sets no max_tokens.
-DEFAULT_OUTPUT_RESERVE = 256
-
-
-@dataclass(frozen=True, slots=True)
-class RequestNeeds:
-    prompt_tokens: int
-    max_output_tokens: int | None
-    capabilities: frozenset[str]
-
-    def output_reserve(self) -> int:
-        return self.max_output_tokens or DEFAULT_OUTPUT_RESERVE
-
-
-def needs_of(body: Mapping[str, Any]) -> RequestNeeds:
-    messages = body.get("messages") or []
-    caps: set[str] = set()
-    if body.get("tools") or body.get("functions"):
-        caps.add("tools")
-    rf = body.get("response_format")
-    if isinstance(rf, dict):
-        if rf.get("type") == "json_schema":
-            caps.add("json_schema")
-        elif rf.get("type") == "json_object":
-            caps.add("json")
-    for m in messages:
-        c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in c):
-            caps.add("vision")
-            break
-    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
-    return RequestNeeds(
-        prompt_tokens=prompt_tokens(messages, body.get("tools")),
-        max_output_tokens=int(max_out) if isinstance(max_out, int) else None,
-        capabilities=frozenset(caps),
-    )
+from tiergate.config.base import MAX_TIER
+from tiergate.config.catalog import Catalog, ModelSpec
+from tiergate.errors import ContextWindowExceeded, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.limits.admission import Principal
+from tiergate.request import GatewayRequest
+from tiergate.request.classify import TaskProfile
+from tiergate.request.needs import RequestNeeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,24 +80,21 @@ class Router:
 
     # --- public -------------------------------------------------------------------
 
-    def plan(self, body: Mapping[str, Any], principal: Principal, *, max_tier: int | None = None,
-             hints: Mapping[str, str] | None = None, task_hint: str | None = None) -> RoutePlan:
-        requested = body.get("model") or self.catalog.routing.default_model
-        if not isinstance(requested, str):
-            raise InvalidRequest("'model' must be a string", param="model")
-        target = self.catalog.resolve_alias(requested)
-        needs = needs_of(body)
-        if target == "cascade" or target.startswith("cascade:"):
-            return self._cascade_plan(requested, target.partition(":")[2] or "default", body, needs)
-        if target == "auto":
-            return self._auto_plan(requested, body, principal, needs, max_tier, task_hint)
-        if target.startswith("tier:"):
-            tier = _parse_tier(target)
-            return self._tier_plan(requested, tier, principal, needs, max_tier, why=f"{requested} -> tier {tier}")
-        group = self.catalog.groups.get(target)
+    def plan(self, req: GatewayRequest, principal: Principal, *, max_tier: int | None = None) -> RoutePlan:
+        """The plan for one request; ``max_tier`` is the budget's tier ceiling, known before planning."""
+        ref, needs = req.ref, req.needs
+        if ref.kind == "cascade":
+            return self._cascade_plan(req, ref.policy or "default")
+        if ref.kind == "auto":
+            return self._auto_plan(req, principal, max_tier)
+        if ref.kind == "tier":
+            assert ref.tier is not None
+            return self._tier_plan(ref.requested, ref.tier, principal, needs, max_tier,
+                                   why=f"{ref.requested} -> tier {ref.tier}")
+        group = self.catalog.groups.get(ref.target)
         if group is None:
-            raise ModelNotFound(f"The model '{requested}' does not exist in this gateway's catalog", param="model")
-        return self._model_plan(requested, target, group, principal, needs, max_tier)
+            raise ModelNotFound(f"The model '{ref.requested}' does not exist in this gateway's catalog", param="model")
+        return self._model_plan(ref.requested, ref.target, group, principal, needs, max_tier)
 
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
         """Usable deployments of one tier, ordered (weighted shuffle, open circuits last)."""
@@ -147,25 +103,23 @@ class Router:
 
     # --- modes --------------------------------------------------------------------
 
-    def _cascade_plan(self, requested: str, policy: str, body: Mapping[str, Any], needs: RequestNeeds) -> RoutePlan:
+    def _cascade_plan(self, req: GatewayRequest, policy: str) -> RoutePlan:
         if policy not in self.catalog.cascades:
             known = ", ".join(sorted(self.catalog.cascades)) or "none configured"
             raise ModelNotFound(f"Unknown cascade policy '{policy}' (known: {known})", param="model")
-        task = classify(body.get("messages") or [], self.catalog.routing.keywords)
-        return RoutePlan(mode="cascade", requested=requested, reason=f"cascade policy '{policy}'",
-                         task=task, needs=needs, cascade_policy=policy)
+        return RoutePlan(mode="cascade", requested=req.ref.requested, reason=f"cascade policy '{policy}'",
+                         task=req.task, needs=req.needs, cascade_policy=policy)
 
-    def _auto_plan(self, requested: str, body: Mapping[str, Any], principal: Principal, needs: RequestNeeds,
-                   max_tier: int | None, task_hint: str | None) -> RoutePlan:
-        task = classify(body.get("messages") or [], self.catalog.routing.keywords, hint=task_hint)
+    def _auto_plan(self, req: GatewayRequest, principal: Principal, max_tier: int | None) -> RoutePlan:
+        task = req.task
         policy = self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
         if policy:
-            return RoutePlan(mode="cascade", requested=requested, task=task, needs=needs, cascade_policy=policy,
+            return RoutePlan(mode="cascade", requested=req.ref.requested, task=task, needs=req.needs,
+                             cascade_policy=policy,
                              reason=f"auto: task={task.task_type} difficulty={task.difficulty} -> cascade '{policy}'")
-        base = self.catalog.routing.task_tiers.get(task.task_type, 1)  # type: ignore[call-overload]
-        wanted = min(base + (1 if task.difficulty == "hard" else 0), 4)
+        wanted = auto_tier(self.catalog, task)
         why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
-        plan = self._tier_plan(requested, wanted, principal, needs, max_tier, why=why)
+        plan = self._tier_plan(req.ref.requested, wanted, principal, req.needs, max_tier, why=why)
         return RoutePlan(**{**_fields(plan), "task": task})
 
     def _tier_plan(self, requested: str, tier: int, principal: Principal, needs: RequestNeeds,
@@ -261,14 +215,10 @@ class Router:
         return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
 
 
-def _parse_tier(target: str) -> int:
-    try:
-        tier = int(target.split(":", 1)[1])
-    except ValueError:
-        raise ModelNotFound(f"Invalid tier in model '{target}': use tier:0 .. tier:4", param="model") from None
-    if not 0 <= tier <= 4:
-        raise ModelNotFound(f"Invalid tier in model '{target}': use tier:0 .. tier:4", param="model")
-    return tier
+def auto_tier(catalog: Catalog, task: TaskProfile) -> int:
+    """The tier ``auto`` starts from: the task type's tier, one higher when hard."""
+    base = catalog.routing.task_tiers.get(task.task_type, 1)  # type: ignore[call-overload]
+    return min(base + (1 if task.difficulty == "hard" else 0), MAX_TIER)
 
 
 def _cap(tiers: list[int], max_tier: int | None) -> list[int]:

@@ -6,10 +6,10 @@ import time
 
 from fastapi import APIRouter, Request
 
+from tiergate.api.deps import KeysDep, PrincipalDep, StoreDep
 from tiergate.api.responses import JSONResponse
 from tiergate.errors import PermissionDenied
 from tiergate.limits import budgets
-from tiergate.limits.deps import KeysDep, PrincipalDep, StoreDep
 
 router = APIRouter()
 

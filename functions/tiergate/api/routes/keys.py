@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tiergate.api.body import read_json, validate
+from tiergate.api.deps import KeysDep, MasterDep
 from tiergate.api.responses import JSONResponse
 from tiergate.errors import InvalidRequest
-from tiergate.limits.deps import KeysDep, MasterDep
-from tiergate.limits.keys import KeyCreate, KeyLimits, VirtualKey
+from tiergate.limits.virtual_keys import KeyCreate, KeyLimits, VirtualKey
 
 router = APIRouter()
 

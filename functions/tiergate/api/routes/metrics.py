@@ -8,10 +8,10 @@ import time
 from fastapi import APIRouter, Request
 
 from tiergate.api.body import read_json
+from tiergate.api.deps import MasterDep, StoreDep
 from tiergate.api.responses import JSONResponse
 from tiergate.errors import InvalidRequest
 from tiergate.limits import usage
-from tiergate.limits.deps import MasterDep, StoreDep
 
 router = APIRouter()
 

@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tiergate.api.body import read_json, validate
-from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
+from tiergate.api.deps import PrincipalDep, ServicesDep
+from tiergate.api.doors import chat_request
 from tiergate.api.schemas import RouteRequest
+from tiergate.gateway import Gateway
 
 router = APIRouter()
 
@@ -18,13 +20,11 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
     body = await read_json(request, services.settings.max_body_bytes)
     validate(RouteRequest, body)
     chat = {k: v for k, v in body.items() if k != "draft"}
-    plan = services.router.plan(chat, principal, hints=tiergate_hints(request))
+    req = chat_request(services, request, chat)
+    plan = Gateway(services).plan(req, principal)
     out = plan.describe()
     if plan.candidates and plan.needs is not None:
-        spec = plan.candidates[0]
-        max_out = plan.needs.max_output_tokens or spec.max_output_tokens or 4096
-        out["estimated_max_cost_usd"] = round(spec.cost_usd(plan.needs.prompt_tokens, max_out), 10)
-    explain = services.extra.get("draft_explainer")
-    if body.get("draft") is not None and explain is not None:
-        out["draft"] = explain(plan, chat, body["draft"])
+        out["estimated_max_cost_usd"] = round(Gateway.estimate(plan.candidates[0], plan)[2], 10)
+    if body.get("draft") is not None and services.cascades is not None:
+        out["draft"] = services.cascades.explain(req, plan.cascade_policy, body["draft"])
     return out

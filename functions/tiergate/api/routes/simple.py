@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tiergate.api.body import read_json, validate
-from tiergate.api.deps import PrincipalDep, ServicesDep, tiergate_hints
+from tiergate.api.deps import PrincipalDep, ServicesDep
+from tiergate.api.doors import chat_request
 from tiergate.api.responses import JSONResponse
 from tiergate.api.schemas import CodeRequest, GenerateRequest
 from tiergate.gateway import Completed, Gateway
@@ -15,8 +16,7 @@ from tiergate.gateway import Completed, Gateway
 router = APIRouter()
 
 
-async def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
-    await done.settle()  # durable before the client sees the answer (see Admission.settle)
+def _render(done: Completed, extra: dict[str, Any]) -> JSONResponse:
     r = done.response
     choice = (r.get("choices") or [{}])[0]
     usage = r.get("usage") or {}
@@ -49,9 +49,10 @@ async def generate(request: Request, services: ServicesDep, principal: Principal
     messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
         {"role": "user", "content": req.prompt}]
     body = _chat_body(messages, req.preferred_tier, req.max_tokens, req.temperature)
-    done = await Gateway(services).complete(body, principal, tiergate_hints(request),
-                                            task_hint=None if req.task_type == "auto" else req.task_type)
-    return await _render(done, {"task_type": req.task_type})
+    task = None if req.task_type == "auto" else req.task_type
+    done = await Gateway(services).complete(chat_request(services, request, body, door="generate", task_hint=task),
+                                            principal)
+    return _render(done, {"task_type": req.task_type})
 
 
 @router.post("/code")
@@ -62,5 +63,6 @@ async def code(request: Request, services: ServicesDep, principal: PrincipalDep)
     task = req.task + (f"\n\nAlso write unit tests for it in {req.language}." if req.include_tests else "")
     body = _chat_body([{"role": "system", "content": system}, {"role": "user", "content": task}],
                       req.preferred_tier, req.max_tokens, None)
-    done = await Gateway(services).complete(body, principal, tiergate_hints(request), task_hint="coding")
-    return await _render(done, {"language": req.language, "include_tests": req.include_tests})
+    done = await Gateway(services).complete(chat_request(services, request, body, door="code", task_hint="coding"),
+                                            principal)
+    return _render(done, {"language": req.language, "include_tests": req.include_tests})

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tiergate.api.body import read_json, validate
+from tiergate.api.deps import PrincipalDep, StoreDep, int_param
 from tiergate.api.responses import JSONResponse
 from tiergate.errors import InvalidRequest, PermissionDenied
 from tiergate.limits import usage
 from tiergate.limits.budgets import period_bounds
-from tiergate.limits.deps import PrincipalDep, StoreDep, int_param
 from tiergate.stores.base import Cond, ConditionFailed
 
 router = APIRouter()

@@ -7,7 +7,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from tiergate.catalog import ModelSpec
+from tiergate.config.adapters import ADAPTERS
+from tiergate.config.catalog import ModelSpec
 
 
 class KeyResolver(Protocol):
@@ -15,7 +16,7 @@ class KeyResolver(Protocol):
 
 
 def needs_key(spec: ModelSpec) -> bool:
-    return spec.adapter != "llama-cpp" and bool(spec.api_key_env or spec.api_key_secret)
+    return ADAPTERS[spec.adapter].needs_key and bool(spec.api_key_env or spec.api_key_secret)
 
 
 class EnvKeyResolver:

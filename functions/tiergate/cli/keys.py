@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tiergate.errors import GatewayError
-from tiergate.limits.keys import KeyCreate, KeyLimits, KeyService, VirtualKey
+from tiergate.limits.virtual_keys import KeyCreate, KeyLimits, KeyService, VirtualKey
 from tiergate.settings import Settings
 from tiergate.stores import open_store
 

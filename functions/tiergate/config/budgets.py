@@ -17,18 +17,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import Field, field_validator, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-Tier = Annotated[int, Field(ge=0, le=4)]
+from tiergate.config.base import Strict, Tier
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class ScopeLimits(_Strict):
+class ScopeLimits(Strict):
     """Spend limits of one scope; ``None`` means unlimited."""
 
     max_cost_per_request_usd: float | None = Field(None, gt=0)
@@ -36,7 +30,7 @@ class ScopeLimits(_Strict):
     monthly_usd: float | None = Field(None, gt=0)
 
 
-class BudgetsConfig(_Strict):
+class BudgetsConfig(Strict):
     #: Fraction of a limit past which requests are downgraded to a cheaper tier.
     soft_limit_fraction: float = Field(0.8, gt=0, le=1)
     global_: ScopeLimits = Field(default_factory=ScopeLimits, alias="global")

@@ -16,29 +16,20 @@ from collections.abc import Mapping
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from tiergate import pricing
+from tiergate.config import pricing
+from tiergate.config.adapters import ADAPTERS, Adapter
+from tiergate.config.base import MAX_TIER, Capability, Strict, TaskType, Tier
+from tiergate.config.budgets import BudgetsConfig
+from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import InvalidRequest
-from tiergate.limits.config import BudgetsConfig
-from tiergate.routing.policy import CascadePolicy
-
-Capability = Literal["tools", "vision", "json", "json_schema"]
-TaskType = Literal["coding", "general", "analysis", "premium", "realtime"]
-Adapter = Literal["litellm", "openai-compatible", "llama-cpp"]
-Tier = Annotated[int, Field(ge=0, le=4)]
-
-TASK_TYPES: tuple[str, ...] = ("coding", "general", "analysis", "premium", "realtime")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """One deployment: a model reachable through one adapter at one endpoint."""
 
     name: str = Field(min_length=1, description="What clients put in 'model'; repeated names form a group")
@@ -84,7 +75,7 @@ class ModelSpec(_Strict):
         return self.capabilities is not None and capability in self.capabilities
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(Strict):
     default_model: str = "auto"
     #: The tier ``auto`` starts from for each task type (the cheapest tier expected to do it well).
     task_tiers: dict[TaskType, Tier] = Field(
@@ -97,10 +88,10 @@ class RoutingConfig(_Strict):
     #: When ``auto`` should run a cascade policy instead of a single tier (task type -> policy).
     auto_cascade: dict[TaskType, str] = Field(default_factory=dict)
     #: How many tiers above the chosen one the fallback chain may climb.
-    fallback_up_tiers: int = Field(1, ge=0, le=4)
+    fallback_up_tiers: int = Field(1, ge=0, le=MAX_TIER)
 
 
-class ReliabilityConfig(_Strict):
+class ReliabilityConfig(Strict):
     max_attempts_per_deployment: int = Field(2, ge=1, le=10)
     backoff_base_s: float = Field(0.25, ge=0)
     backoff_max_s: float = Field(8.0, ge=0)
@@ -112,7 +103,7 @@ class ReliabilityConfig(_Strict):
     circuit_cooldown_s: float = Field(30.0, gt=0)
 
 
-class CatalogFile(_Strict):
+class CatalogFile(Strict):
     """The YAML file's shape. Every section is optional except ``models``."""
 
     models: list[ModelSpec] = Field(min_length=1)
@@ -131,7 +122,7 @@ class CatalogFile(_Strict):
         return v
 
 
-class Catalog(_Strict):
+class Catalog(Strict):
     """The resolved, frozen runtime catalog."""
 
     models: tuple[ModelSpec, ...]
@@ -171,16 +162,10 @@ class Catalog(_Strict):
         return name
 
 
-_DEFAULT_CAPS: dict[str, frozenset[str]] = {
-    "litellm": frozenset({"tools", "json"}),
-    "openai-compatible": frozenset({"tools", "json"}),
-    "llama-cpp": frozenset({"json"}),
-}
-
-
 def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
     """Assign the id and fill prices/limits from LiteLLM's cost map where the file is silent."""
-    known = pricing.lookup(spec.model) if spec.adapter != "llama-cpp" else None
+    defaults = ADAPTERS[spec.adapter]
+    known = pricing.lookup(spec.model) if defaults.uses_cost_map else None
     upd: dict[str, Any] = {"id": spec.id or deployment_id}
     if spec.input_cost_per_mtok is None:
         upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else 0.0
@@ -191,7 +176,7 @@ def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
     if spec.max_output_tokens is None and known and known.max_output_tokens:
         upd["max_output_tokens"] = known.max_output_tokens
     if spec.capabilities is None:
-        upd["capabilities"] = known.capabilities if known and known.capabilities else _DEFAULT_CAPS[spec.adapter]
+        upd["capabilities"] = known.capabilities if known and known.capabilities else defaults.capabilities
     return spec.model_copy(update=upd)
 
 
@@ -260,7 +245,7 @@ def parse(text: str, *, source: str) -> Catalog:
 def load(path: str | os.PathLike[str] | None = None) -> Catalog:
     """Load a user catalog file, or the packaged default when ``path`` is None."""
     if path is None:
-        text = resources.files("tiergate").joinpath("default_catalog.yaml").read_text()
+        text = resources.files("tiergate.config").joinpath("default_catalog.yaml").read_text()
         return parse(text, source="default")
     p = Path(path)
     try:

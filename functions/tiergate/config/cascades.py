@@ -3,8 +3,8 @@
 A policy names an ordered list of steps (tiers, or explicit model names), how they are
 used (``mode``), when an answer is good enough (a score threshold per task type), a cost
 ceiling for the whole cascade, and optionally a judge model. The in-process engine
-(:mod:`tiergate.routing.cascade`) and the Step Functions definition
-(:mod:`tiergate.routing.stepfunctions`) are both generated from this one object.
+(:mod:`tiergate.cascade.engine`) and the Step Functions definition
+(:mod:`tiergate.cascade.definition`) are both generated from this one object.
 
 .. code-block:: yaml
 
@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-# Mirrors tiergate.catalog.TaskType (catalog imports this module, so it cannot be imported here).
-TaskType = Literal["coding", "general", "analysis", "premium", "realtime"]
+from tiergate.config.base import Strict, TaskType, Tier
+
 Mode = Literal["escalate", "refine", "parallel"]
 
 DEFAULT_REFINE_PROMPT = (
@@ -43,11 +43,7 @@ DEFAULT_JUDGE_PROMPT = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class JudgeConfig(_Strict):
+class JudgeConfig(Strict):
     """A model that scores an answer 0-10; its verdict is blended with the deterministic score."""
 
     #: A model name or ``tier:N``.
@@ -63,10 +59,10 @@ class JudgeConfig(_Strict):
         return not self.task_types or task_type in self.task_types
 
 
-class CascadePolicy(_Strict):
+class CascadePolicy(Strict):
     mode: Mode = "escalate"
     #: Steps as tiers, cheapest first. Ignored when ``models`` is set.
-    tiers: list[Annotated[int, Field(ge=0, le=4)]] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
+    tiers: list[Tier] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1)
     #: Steps as explicit model names (or ``tier:N``), in order. Overrides ``tiers``.
     models: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     #: Acceptance threshold on the [0, 1] score, and per-task-type overrides.

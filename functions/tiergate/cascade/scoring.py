@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tiergate.routing.classify import last_user_text
+from tiergate.request.classify import last_user_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,11 @@ class Expectations:
     #: The client capped the answer (max_tokens): stopping at that cap is what it asked for,
     #: and a stronger tier would stop at the same cap, so it is not a reason to escalate.
     capped: bool = False
+
+
+#: Below this a score is a hard failure (empty, refused, invalid JSON/code, truncated): no
+#: judge is asked about it, and a judge's verdict cannot lift it.
+HARD_FAILURE = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,5 +287,5 @@ def blend_judge(score: Score, verdict: float | None, weight: float) -> Score:
     if verdict is None:
         return Score(score.value, (*score.reasons, "judge:unparseable"), None)
     value = (1 - weight) * score.value + weight * verdict / 10
-    return Score(round(min(value, score.value if score.value < 0.3 else 1.0), 4),
+    return Score(round(min(value, score.value if score.value < HARD_FAILURE else 1.0), 4),
                  (*score.reasons, f"judge:{verdict:g}/10"), verdict)

@@ -1,8 +1,0 @@
-"""``tiergate.api.asgi:app``: the app built from the environment, for ``uvicorn`` and for
-the Lambda Web Adapter, which runs it for API Gateway response streaming (Mangum would
-buffer a stream). It is built exactly as the Mangum handler builds it: secrets from
-``TIERGATE_PROVIDER_KEYS_SECRET`` when set, the environment otherwise."""
-
-from tiergate.cloud import build_cloud_app
-
-app = build_cloud_app()

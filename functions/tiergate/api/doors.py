@@ -1,0 +1,58 @@
+"""What every OpenAI-shaped door shares: building the request object from a validated
+chat body, and rendering the gateway's answer (JSON, SSE, a deferred job)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tiergate.api.responses import JSONResponse
+from tiergate.api.sse_response import EventStreamResponse
+from tiergate.errors import GatewayError
+from tiergate.gateway import SSE_DONE, Completed, Deferred, Streaming, sse
+from tiergate.request import GatewayRequest, hints_of
+from tiergate.services import Services
+
+
+def chat_request(services: Services, request: Request, body: dict[str, Any], *, door: str = "chat",
+                 task_hint: str | None = None) -> GatewayRequest:
+    routing = services.catalog.routing
+    return GatewayRequest.from_chat(
+        body, aliases=services.catalog.aliases, default_model=routing.default_model, keywords=routing.keywords,
+        door=door, hints=hints_of(request.headers), task_hint=task_hint,
+        idempotency_key=request.headers.get("idempotency-key"))
+
+
+async def openai_events(s: Streaming) -> AsyncIterator[bytes]:
+    """``chat.completion.chunk`` events, ``[DONE]`` last (after the gateway settled); a
+    mid-stream failure ends with an OpenAI-shaped error event instead."""
+    try:
+        async for chunk in s.chunks:
+            if not s.include_usage and chunk.get("usage"):
+                if not chunk.get("choices"):
+                    continue  # the usage-only final chunk the client did not ask for
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+            yield sse(chunk)
+    except GatewayError as e:
+        yield sse({"error": {"message": f"upstream stream interrupted: {e.message}", "type": e.type,
+                             "code": "stream_interrupted", "param": None}})
+        return
+    finally:
+        await s.chunks.aclose()  # type: ignore[attr-defined]
+    yield SSE_DONE
+
+
+def deferred(job: Deferred) -> JSONResponse:
+    return JSONResponse({"id": job.job_id, "object": "tiergate.job", "status": "queued"}, status_code=202,
+                        headers={"location": f"/v1/jobs/{job.job_id}"})
+
+
+def openai_response(result: Completed | Streaming | Deferred) -> Response:
+    if isinstance(result, Deferred):
+        return deferred(result)
+    if isinstance(result, Streaming):
+        return EventStreamResponse(openai_events(result), result.headers)
+    return JSONResponse(result.response, status_code=result.status, headers=result.headers)

