@@ -6,11 +6,11 @@ import httpx
 import pytest
 
 from tests.cascade.conftest import BROKEN_PY, CODE_ASK, GOOD_PY
-from tiergate.errors import BudgetExceeded
 from tiergate.compose import build_services
-from tiergate.request import GatewayRequest
+from tiergate.errors import BudgetExceeded
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
+from tiergate.request import GatewayRequest
 
 
 def chat(client, model, messages=CODE_ASK, **kw):
