@@ -97,6 +97,9 @@ class RecordingAdmission:
                   "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "ts": time.time()}
         await asyncio.to_thread(self._outbox.add, record)
 
+    async def start(self) -> None:
+        await self._inner.start()
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 

@@ -6,7 +6,11 @@ Doors (``/v1/chat/completions``, ``/generate``, ``/code``, ...) build a
 render it in their own shape. The gateway settles by itself: a completed answer is
 settled (the usage record durable) before :meth:`Gateway.handle` returns, so before the
 client sees it; a stream settles before its last event (``[DONE]``), or when the client
-leaves. Every exit after admission settles or releases its reservation exactly once.
+leaves -- also when it leaves before the stream was ever iterated. Every exit after
+admission settles or releases its reservation exactly once, by what may have been
+billed (:mod:`tiergate.execution.billing`): released when no provider was called,
+charged at the reservation when an attempt's outcome is unknown, otherwise at the
+actual usage. A retry after an unknown outcome first reserves its own worst case.
 
 The budget's tier ceiling (soft limit) is asked of admission before planning, so a
 request is planned once; only the request whose own reservation first crosses the soft
@@ -16,6 +20,7 @@ limit is re-planned below the ceiling the reservation reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,10 +28,13 @@ from typing import Any
 
 import orjson
 
+from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.catalog import ModelSpec
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
-from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
+from tiergate.execution.billing import Verdict, request_verdict
+from tiergate.execution.executor import AttemptRecord, CallContext, ExecResult, StreamHandle, tried
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
+from tiergate.limits.estimate import MIN_ANSWER_TOKENS, affordable_output, cap_output, reserve_prompt
 from tiergate.limits.idempotency import Hit, request_hash
 from tiergate.request import GatewayRequest
 from tiergate.routing.plan import RoutePlan
@@ -37,14 +45,23 @@ from tiergate.tokens import content_tokens
 #: nor the catalog bounds the answer.
 FALLBACK_MAX_OUTPUT = 4096
 DEFER_HEADER = "x-tiergate-defer"
+_NO_BUDGETS = BudgetsConfig()
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def header_safe(text: str, limit: int = 400) -> str:
+def header_safe(text: object, limit: int = 400) -> str:
     """HTTP header values must be latin-1 without control characters; keep them ASCII,
-    printable and bounded, whatever the text came from."""
+    printable and bounded, whatever the text came from (every ``x-tiergate-*`` value goes
+    through here, so no value can make the server drop a response it already paid for)."""
+    text = text if isinstance(text, str) else str(text)
+    if text.isascii() and text.isprintable():
+        return text[:limit]
     safe = text.encode("ascii", "replace").decode()
     return "".join(c if " " <= c <= "~" else "?" for c in safe)[:limit]
+
+
+def safe_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: header_safe(v, 1000) for k, v in headers.items()}
 
 
 def sse(obj: Any) -> bytes:
@@ -66,7 +83,7 @@ class ResponseMeta:
 
     def headers(self) -> dict[str, str]:
         d = self.deployment
-        h = {"x-request-id": self.request_id, "x-tiergate-model": header_safe(d.name),
+        h = {"x-request-id": header_safe(self.request_id), "x-tiergate-model": header_safe(d.name),
              "x-tiergate-deployment": header_safe(d.deployment_id), "x-tiergate-tier": str(d.tier),
              "x-tiergate-attempts": str(self.attempts), "x-tiergate-route-reason": header_safe(self.reason)}
         if self.cost_usd is not None:
@@ -92,7 +109,7 @@ class Completed:
     @property
     def headers(self) -> dict[str, str]:
         if self.stored_headers is not None:
-            return {**self.stored_headers, "x-tiergate-idempotent-replay": "true"}
+            return {**safe_headers(self.stored_headers), "x-tiergate-idempotent-replay": "true"}
         return self.meta.headers()
 
     @property
@@ -107,7 +124,8 @@ class Completed:
 @dataclass(slots=True)
 class Streaming:
     """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts and settles
-    the request itself before it ends (or when closed early)."""
+    the request itself before it ends (or when closed early). A door that gives up on
+    the stream without iterating it must still ``await streaming.aclose()``."""
 
     meta: ResponseMeta
     chunks: AsyncIterator[dict[str, Any]]
@@ -116,6 +134,11 @@ class Streaming:
     @property
     def headers(self) -> dict[str, str]:
         return self.meta.headers()
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +154,19 @@ class _Admitted:
     ticket: Ticket
     ctx: CallContext
     started: float
+    principal: Principal
+    #: Prompt tokens the reservation covers (the estimate plus its margin).
+    prompt_reserved: int
     notes: list[str] = field(default_factory=list)
+    #: Reservations for retries after an attempt with an unknown outcome (one each).
+    extra: list[Ticket] = field(default_factory=list)
+
+    @property
+    def tickets(self) -> list[Ticket]:
+        return [self.ticket, *self.extra]
 
     def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
-        return ResponseMeta(self.ctx.request_id, spec, len(attempts), "; ".join([self.plan.reason, *self.notes]),
+        return ResponseMeta(self.ctx.request_id, spec, tried(attempts), "; ".join([self.plan.reason, *self.notes]),
                             cost, dict(self.ticket.headers))
 
 
@@ -166,51 +198,97 @@ class Gateway:
         return self.s.router.plan(req, principal, max_tier=self.s.admission.tier_ceiling(principal))
 
     @staticmethod
-    def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
+    def estimate(spec: ModelSpec, plan: RoutePlan, budgets: BudgetsConfig | None = None) -> tuple[int, int, float]:
+        """(prompt tokens reserved, answer tokens reserved, worst-case cost) on ``spec``:
+        the prompt with the estimate's margin (:mod:`tiergate.limits.estimate`)."""
         needs = plan.needs
         assert needs is not None
+        cfg = budgets or _NO_BUDGETS
+        p = reserve_prompt(needs.prompt_tokens, cfg.prompt_margin, cfg.prompt_margin_tokens)
         max_out = needs.max_output_tokens or spec.max_output_tokens or FALLBACK_MAX_OUTPUT
-        return needs.prompt_tokens, max_out, spec.cost_usd(needs.prompt_tokens, max_out)
+        return p, max_out, spec.cost_usd(p, max_out)
 
     async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> _Admitted:
         started = time.perf_counter()
         request_id = new_request_id()
-        p, max_out, est = self.estimate(plan.candidates[0], plan)
+        budgets = self.s.catalog.budgets
+        p, max_out, est = self.estimate(plan.candidates[0], plan, budgets)
         ticket = await self.s.admission.admit(principal, AdmissionRequest(
             request_id=request_id, deployment=plan.candidates[0], prompt_tokens=p, max_output_tokens=max_out,
             estimate_usd=est))
-        notes: list[str] = []
-        if ticket.max_tier is not None and plan.tier is not None and plan.tier > ticket.max_tier:
-            # This reservation first crossed the soft limit: the reservation (sized for the
-            # dearer model) stands and is replaced at settlement; the request goes cheaper.
-            try:
-                plan = self.s.router.plan(req, principal, max_tier=ticket.max_tier)
-                notes.append(f"budget soft limit: downgraded to tier {plan.tier}")
-            except GatewayError:
-                notes.append("budget soft limit: no cheaper tier available")
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
-        return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes)
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, principal, p)
+        try:
+            if ticket.max_tier is not None and plan.tier is not None and plan.tier > ticket.max_tier:
+                # This reservation first crossed the soft limit: the reservation (sized for the
+                # dearer model) stands and is replaced at settlement; the request goes cheaper.
+                try:
+                    a.plan = self.s.router.plan(req, principal, max_tier=ticket.max_tier)
+                    a.notes.append(f"budget soft limit: downgraded to tier {a.plan.tier}")
+                except GatewayError:
+                    a.notes.append("budget soft limit: no cheaper tier available")
+        except BaseException as e:
+            await self._fail(a, e)  # nothing was called yet: the reservation is released
+            raise
 
-    async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
+        async def prepare(spec: ModelSpec, body: dict[str, Any], attempts: list[AttemptRecord]
+                          ) -> dict[str, Any] | None:
+            # A retry after an unknown outcome reserves its own worst case first (the first
+            # reservation stands for the attempt that may have been billed).
+            if sum(r.unknown for r in attempts) >= len(a.tickets):
+                p2, out2, est2 = self.estimate(spec, a.plan, budgets)
+                a.extra.append(await self.s.admission.admit(principal, AdmissionRequest(
+                    request_id=request_id, deployment=spec, prompt_tokens=p2, max_output_tokens=out2,
+                    estimate_usd=est2)))
+            cap = affordable_output(spec, a.tickets[-1].reserved_usd, a.prompt_reserved)
+            if cap is not None and cap < MIN_ANSWER_TOKENS:
+                return None  # this deployment's prompt alone would not fit the reservation
+            return cap_output(body, cap, spec.max_output_tokens)
+
+        a.ctx.prepare = prepare
+        return a
+
+    async def _settle(self, a: _Admitted, outcome: Outcome, ticket: Ticket | None = None) -> None:
         """Settle once (durable when it returns) and publish the request's telemetry."""
-        await self.s.admission.settle(a.ticket, outcome)
+        t = ticket or a.ticket
+        await self.s.admission.settle(t, outcome)
         dep = outcome.deployment
         self.s.telemetry.emit({
             "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
+            "cost_usd": t.reserved_usd if outcome.charge_reservation else outcome.cost_usd,
+            "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
             "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
-            "budget_utilization_percent": a.ticket.budget_utilization_percent,
+            "budget_utilization_percent": t.budget_utilization_percent,
         })
 
-    async def _release(self, a: _Admitted, err: BaseException) -> None:
-        """Settle a request that produced nothing billable (its reservation is released)."""
-        attempts = err.details.get("attempts") or [] if isinstance(err, GatewayError) else []
-        code = err.code if isinstance(err, GatewayError) else "internal_error"
-        await asyncio.shield(self._settle(a, Outcome(
-            deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
-            latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(attempts),
-            outcome=f"error:{code}", capability=_capability(a.plan))))
+    async def _settle_all(self, a: _Admitted, final: Outcome | None, verdict: Verdict) -> None:
+        """Settle every reservation of the request: one per attempt whose outcome is unknown
+        (charged at its reservation), then the last with ``final`` (the answer, or a known
+        error). Shielded: a cancelled request still settles."""
+        latency = (time.perf_counter() - a.started) * 1000
+        unknown = [r for r in a.ctx.attempts if r.unknown]
+        if a.ctx.in_flight:
+            unknown.append(AttemptRecord("?", verdict.code, latency))
+        for i, t in enumerate(a.tickets):
+            if i < len(unknown) and (final is None or i < len(a.tickets) - 1):
+                oc = Outcome(deployment=t.deployment, prompt_tokens=t.reserved_tokens, completion_tokens=0,
+                             cost_usd=t.reserved_usd, latency_ms=latency, attempts=tried(a.ctx.attempts),
+                             outcome=f"unknown:{unknown[i].outcome}", capability=_capability(a.plan),
+                             charge_reservation=True)
+            elif final is not None:
+                oc = final
+            else:
+                oc = Outcome(deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=latency,
+                             attempts=tried(a.ctx.attempts), outcome=f"error:{verdict.code}",
+                             capability=_capability(a.plan), upstream_called=verdict.upstream_called)
+            await asyncio.shield(self._settle(a, oc, t))
+
+    async def _fail(self, a: _Admitted, err: BaseException) -> None:
+        """Settle a request that ended in ``err``: released if no provider was called,
+        charged at the reservation for each attempt whose outcome is unknown."""
+        verdict = request_verdict(err, a.ctx.attempts, a.ctx.in_flight)
+        await self._settle_all(a, None, verdict)
 
     # --- non-streaming ------------------------------------------------------------------
 
@@ -241,17 +319,27 @@ class Gateway:
             r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
                                               prompt_estimate=req.needs.prompt_tokens)
         except BaseException as e:
-            await self._release(a, e)
+            await self._fail(a, e)
             raise
-        usage = r.response.setdefault("usage", {})
+        ok = Outcome(deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                     cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000,
+                     attempts=tried(r.attempts), outcome="ok", capability=_capability(a.plan))
+        verdict = request_verdict(None, a.ctx.attempts, False)
+        try:
+            done = self._completed(a, r)
+        except BaseException:
+            # The provider answered (and bills it) but we could not render it: still charged.
+            await self._settle_all(a, dataclasses.replace(ok, outcome="error:internal_error"), verdict)
+            raise
+        await self._settle_all(a, ok, verdict)
+        return done
+
+    def _completed(self, a: _Admitted, r: ExecResult) -> Completed:
+        usage = r.response["usage"]  # a dict: the executor makes sure
         usage.setdefault("prompt_tokens", r.prompt_tokens)
         usage.setdefault("completion_tokens", r.completion_tokens)
         usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
         usage["cost_usd"] = round(r.cost_usd, 10)
-        await asyncio.shield(self._settle(a, Outcome(
-            deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-            cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
-            outcome="ok", capability=_capability(a.plan))))
         return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
 
     # --- streaming ----------------------------------------------------------------------
@@ -264,70 +352,10 @@ class Gateway:
         try:
             h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx)
         except BaseException as e:
-            await self._release(a, e)
+            await self._fail(a, e)
             raise
-        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
-
-    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
-        """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
-        spec, prompt_est = h.deployment, req.needs.prompt_tokens
-        usage: dict[str, Any] | None = None
-        text: list[str] = []  # only to estimate usage when the upstream reports none
-        first, last = h.first, None
-
-        async def settle(outcome: str) -> None:
-            u = usage or {}
-            p = u.get("prompt_tokens", prompt_est)
-            c = u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(text))
-            await asyncio.shield(self._settle(a, Outcome(
-                deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
-                latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
-
-        settled = False
-        try:
-            pending = [first] if first is not None else []
-            while True:
-                if pending:
-                    chunk = pending.pop()
-                else:
-                    try:
-                        chunk = await h.rest.__anext__()
-                    except StopAsyncIteration:
-                        break
-                last = chunk
-                u = chunk.get("usage")
-                if u:
-                    usage = u
-                    u["cost_usd"] = round(spec.cost_usd(u.get("prompt_tokens", prompt_est),
-                                                        u.get("completion_tokens", 0)), 10)
-                elif usage is None:
-                    for ch in chunk.get("choices") or ():
-                        content = (ch.get("delta") or {}).get("content")
-                        if content:
-                            text.append(content)
-                yield chunk
-        except GatewayError as e:
-            # Mid-stream failure: bill what was produced, end with an error event.
-            settled = True
-            await settle(f"error:{e.code}")
-            raise
-        except BaseException:
-            if not settled:
-                # The client went away (or the stream was closed early): bill what was produced.
-                settled = True
-                await settle("client_disconnected")
-            raise
-        if usage is None:
-            # The upstream reported no usage: send our estimate so the client still gets one.
-            c = content_tokens("".join(text))
-            base = first or last or {}
-            yield {"id": base.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
-                   "created": base.get("created", int(time.time())), "model": base.get("model", spec.name),
-                   "choices": [], "usage": usage_block(prompt_est, c, spec.cost_usd(prompt_est, c))}
-        # Settle before the end: the client's last event means the record is durable.
-        settled = True
-        await settle("ok")
+        run = _StreamRun(self, a, h, req)
+        return Streaming(a.meta(h.deployment, h.attempts), run, req.include_usage)
 
     # --- cascades -----------------------------------------------------------------------
 
@@ -347,6 +375,113 @@ class Gateway:
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
                                "cascade_steps": len(r.steps), "outcome": "ok"})
         return Completed(r.response, meta)
+
+
+class _StreamRun:
+    """One streamed answer: forwards the upstream's chunks (cost in the usage chunk) and
+    settles exactly once -- before the end, on a mid-stream failure, when the client
+    leaves, and also when it is closed before it was ever iterated (an async generator
+    that never started runs no ``finally``, so this is a class)."""
+
+    def __init__(self, gw: Gateway, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> None:
+        self.gw, self.a, self.h = gw, a, h
+        self.spec = h.deployment
+        self.prompt_est = req.needs.prompt_tokens
+        self.usage: dict[str, Any] | None = None
+        self.text: list[str] = []  # only to estimate usage when the upstream reports none
+        self.settled = False
+        self._gen = self._chunks()
+
+    def __aiter__(self) -> _StreamRun:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._gen.aclose()
+        finally:
+            if not self.settled:
+                # Closed before the first step: the first chunk was produced and is billed.
+                if self.h.first is not None:
+                    self._count(self.h.first)
+                await self._settle("client_disconnected")
+            await _close(self.h.rest)
+
+    def _count(self, chunk: dict[str, Any]) -> None:
+        u = chunk.get("usage")
+        if u:
+            self.usage = u
+            u["cost_usd"] = round(self.spec.cost_usd(u.get("prompt_tokens", self.prompt_est),
+                                                     u.get("completion_tokens", 0)), 10)
+        elif self.usage is None:
+            for ch in chunk.get("choices") or ():
+                content = (ch.get("delta") or {}).get("content")
+                if content:
+                    self.text.append(content)
+
+    async def _settle(self, outcome: str) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        u = self.usage or {}
+        p = u.get("prompt_tokens", self.prompt_est)
+        c = u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(self.text))
+        a = self.a
+        await self.gw._settle_all(a, Outcome(
+            deployment=self.spec, prompt_tokens=p, completion_tokens=c, cost_usd=self.spec.cost_usd(p, c),
+            latency_ms=(time.perf_counter() - a.started) * 1000, attempts=tried(self.h.attempts), outcome=outcome,
+            capability=_capability(a.plan)), request_verdict(None, self.h.attempts, False))
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        h, spec = self.h, self.spec
+        first, last = h.first, None
+        try:
+            pending = [first] if first is not None else []
+            while True:
+                if pending:
+                    chunk = pending.pop()
+                else:
+                    try:
+                        chunk = await h.rest.__anext__()
+                    except StopAsyncIteration:
+                        break
+                last = chunk
+                self._count(chunk)
+                yield chunk
+        except GatewayError as e:
+            # Mid-stream failure: bill what was produced, end with an error event. The
+            # deployment failed after its first byte: that counts against its circuit.
+            if e.counts_against_deployment:
+                self.gw.s.circuits.record_failure(spec.deployment_id)
+            await self._settle(f"error:{e.code}")
+            raise
+        except BaseException:
+            # The client went away (or the stream was closed early): bill what was produced.
+            await self._settle("client_disconnected")
+            raise
+        finally:
+            await _close(h.rest)
+        if self.usage is None:
+            # The upstream reported no usage: send our estimate so the client still gets one.
+            c = content_tokens("".join(self.text))
+            base = first or last or {}
+            yield {"id": base.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
+                   "created": base.get("created", int(time.time())), "model": base.get("model", spec.name),
+                   "choices": [], "usage": usage_block(self.prompt_est, c, spec.cost_usd(self.prompt_est, c))}
+        # Settle before the end: the client's last event means the record is durable.
+        await self._settle("ok")
+
+
+async def _close(it: Any) -> None:
+    """Close an upstream iterator (its connection goes back to the pool); never raises."""
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # a broken upstream stream may fail to close; it is released anyway
+            pass
 
 
 def _capability(plan: RoutePlan) -> str | None:

@@ -137,19 +137,74 @@ async def test_tier_allocation(settings, store):
     await adm.admit(master, request(cat.by_id["small"]))  # tier 0 still has room
 
 
-async def test_expired_reservation_is_reclaimed(settings, store):
+async def test_expired_reservation_is_charged_and_recorded_not_refunded(settings, store):
+    """Finding 1: a hold whose request died is a call with an unknown outcome: it stays
+    spent, and the ledger gets a record saying it was charged at its reservation."""
     clock = Clock()
     adm, cat = admission(settings, store, {"reservation_ttl_s": 60}, clock=clock)
     _, _, p = await new_key(adm, daily_budget_usd=0.005)
     dep = cat.by_id["small"]
-    await adm.admit(p, request(dep))  # $0.003 held; the request "crashes" and never settles
+    dead = await adm.admit(p, request(dep))  # $0.003 held; the request "crashes" and never settles
     with pytest.raises(BudgetExceeded):
         await adm.admit(p, request(dep))
     clock.t += 61
-    t = await adm.admit(p, request(dep))  # the dead hold is reclaimed, then this one fits
-    await adm.settle(t, outcome(t, 1000, 1000))
+    with pytest.raises(BudgetExceeded):  # expiry frees nothing: the money may have been spent
+        await adm.admit(p, request(dep))
+    await adm.drain()  # the rejection charged the full counter's orphans in the background
+    recs = await usage.query(store, key_id=p.key_id)
+    assert [(r["request_id"], r["outcome"], r["charged"]) for r in recs] == [
+        (dead.request_id, "orphaned", "reservation")]
+    assert recs[0]["cost_usd"] == pytest.approx(dead.reserved_usd)
     rep = await budgets.report(store, adm.cfg, key=p.metadata["key"], tenant=p.tenant, now=clock.t)
-    assert rep[0]["spent_usd"] == pytest.approx(0.003) and rep[0]["reserved_usd"] == 0
+    assert rep[0]["spent_usd"] == pytest.approx(dead.reserved_usd) and rep[0]["reserved_usd"] == 0
+    # The request's own settlement, arriving late, writes the same record: nothing twice.
+    await adm.settle(dead, outcome(dead, 1000, 10))
+    assert len(await usage.query(store, key_id=p.key_id)) == 1
+    rep = await budgets.report(store, adm.cfg, key=p.metadata["key"], tenant=p.tenant, now=clock.t)
+    assert rep[0]["spent_usd"] == pytest.approx(dead.reserved_usd)
+    assert await adm.sweep() == 0  # nothing left to charge
+
+
+async def test_sweep_charges_every_scope_of_an_orphan_once(settings, store):
+    clock = Clock()
+    cfg = {"reservation_ttl_s": 60, "global": {"daily_usd": 1.0}, "tenant_defaults": {"monthly_usd": 1.0}}
+    adm, cat = admission(settings, store, cfg, clock=clock)
+    _, _, p = await new_key(adm, tenant="acme", daily_budget_usd=0.5)
+    dead = await adm.admit(p, request(cat.by_id["small"]))
+    live = await adm.admit(p, request(cat.by_id["small"]))
+    clock.t += 61
+    await adm.settle(live, outcome(live, 1000, 500))
+    assert await adm.sweep() == 1
+    assert await adm.sweep() == 0
+    for r in await budgets.report(store, adm.cfg, key=p.metadata["key"], tenant=p.tenant, now=clock.t):
+        if r["scope"] in ("key", "tenant", "global"):
+            assert r["reserved_usd"] == 0
+            assert r["spent_usd"] == pytest.approx(dead.reserved_usd + 0.002), r
+    outcomes = sorted(r["outcome"] for r in await usage.query(store, key_id=p.key_id))
+    assert outcomes == ["ok", "orphaned"]
+    m = await usage.metrics(store, adm.cfg, now=clock.t)
+    assert m["requests_per_tier"] == {"0": 2}
+
+
+async def test_release_without_upstream_call_writes_no_record(settings, store):
+    """The ledger has a record exactly when a provider was called."""
+    adm, cat = admission(settings, store, {"global": {"daily_usd": 1.0}})
+    master = await adm.authenticate(f"Bearer {MASTER}")
+    t = await adm.admit(master, request(cat.by_id["small"]))
+    from dataclasses import replace
+    await adm.settle(t, replace(outcome(t, 0, 0), cost_usd=0.0, outcome="error:upstream_unavailable",
+                                upstream_called=False))
+    assert await usage.query(store, key_id="master") == []
+    rep = await budgets.report(store, adm.cfg, key=None, tenant=None, now=adm._clock())
+    assert rep[0]["spent_usd"] == 0 and rep[0]["reserved_usd"] == 0
+    t2 = await adm.admit(master, request(cat.by_id["small"]))
+    await adm.settle(t2, replace(outcome(t2, 0, 0), cost_usd=0.0, outcome="unknown:upstream_timeout",
+                                 charge_reservation=True))
+    recs = await usage.query(store, key_id="master")
+    assert [(r["outcome"], r["charged"], r["cost_usd"]) for r in recs] == [
+        ("unknown:upstream_timeout", "reservation", pytest.approx(t2.reserved_usd))]
+    rep = await budgets.report(store, adm.cfg, key=None, tenant=None, now=adm._clock())
+    assert rep[0]["spent_usd"] == pytest.approx(t2.reserved_usd)
 
 
 async def test_rate_limit_rpm_and_headers(settings, store):

@@ -19,12 +19,13 @@ from tiergate.stores.base import (
 
 K1 = CounterKey("budgets", "b#key#k1", "d2030-01-01")
 K2 = CounterKey("budgets", "b#global", "d2030-01-01")
+K3 = CounterKey("budgets", "b#tenant#acme", "d2030-01-01")
 R1 = CounterKey("ratelimits", "rl#key#k1#req", "100")
 FAR = int(time.time()) + 3600
 
 
-def bump(key, amount, limit=None, hold=None, hold_exp=None):
-    return Bump(key, amount, None if limit is None else limit - amount, FAR, hold, hold_exp)
+def bump(key, amount, limit=None, hold=None, hold_exp=None, meta=None):
+    return Bump(key, amount, None if limit is None else limit - amount, FAR, hold, hold_exp, meta)
 
 
 async def test_bump_adds_and_respects_limit(store):
@@ -60,16 +61,24 @@ async def test_settle_replaces_hold_by_actual_once(store):
     assert await store.query("usage", "k1") == [rec]
 
 
-async def test_reclaim_releases_only_expired_holds(store):
+async def test_orphaned_holds_are_found_and_charged_only_where_held(store):
     now = int(time.time())
-    await store.bump([bump(K1, 40, 100, "old", now - 5), bump(K2, 40, 100, "old", now - 5)], now=now)
+    await store.bump([bump(K1, 40, 100, "old", now - 5, "{}"), bump(K2, 40, 100, "old", now - 5, "{}")], now=now)
     await store.bump([bump(K1, 10, 100, "new", now + 600)], now=now)
-    assert await store.reclaim(K1, now=now) == 40
-    st = (await store.read_counters([K1]))[K1]
-    assert (st.used, st.reserved, set(st.holds)) == (10, 10, {"new"})
-    # settling a reclaimed hold still counts its actual cost, once
-    await store.settle([Settlement(K1, "old", held=40, actual=7)])
-    assert (await store.read_counters([K1]))[K1].used == 17
+    found = await store.orphaned_holds(now=now, key=K1)
+    assert [(h.key, h.hold_id, h.amount, h.meta) for h in found] == [(K1, "old", 40, "{}")]
+    assert {(h.key, h.hold_id) for h in await store.orphaned_holds(now=now)} == {(K1, "old"), (K2, "old")}
+    # Charging: the amount moves from reserved to spent on counters that have the hold;
+    # a counter without it (K3) is left alone, and a repeat changes nothing.
+    charge = [Settlement(k, "old", 40, 40, only_if_held=True) for k in (K1, K2, K3)]
+    rec = {"pk": "k1", "sk": "2030#old", "tenant": "acme", "ts": "2030-01-01T00:00:00", "outcome": "orphaned"}
+    await store.settle(charge, [], [("usage", rec)])
+    await store.settle(charge, [], [("usage", rec)])
+    st = await store.read_counters([K1, K2, K3])
+    assert (st[K1].used, st[K1].reserved, set(st[K1].holds)) == (50, 10, {"new"})
+    assert (st[K2].used, st[K2].reserved, st[K2].holds) == (40, 0, {})
+    assert K3 not in st
+    assert await store.orphaned_holds(now=now) == []
 
 
 async def test_release_and_correction(store):

@@ -29,6 +29,8 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        # First: charge what a crash left reserved (orphaned holds), before new requests.
+        await services.admission.start()
         for hook in startup:
             await hook(services)
         try:

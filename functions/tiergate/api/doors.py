@@ -54,5 +54,5 @@ def openai_response(result: Completed | Streaming | Deferred) -> Response:
     if isinstance(result, Deferred):
         return deferred(result)
     if isinstance(result, Streaming):
-        return EventStreamResponse(openai_events(result), result.headers)
+        return EventStreamResponse(openai_events(result), result.headers, on_close=result.aclose)
     return JSONResponse(result.response, status_code=result.status, headers=result.headers)

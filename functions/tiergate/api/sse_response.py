@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -23,8 +23,12 @@ _BASE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cach
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], headers: dict[str, str] | None = None, *,
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
         self.chunks = chunks
+        #: Run after the body, however it ended (also when it never started): what the
+        #: body stands for (the gateway's stream) must be closed, settling its request.
+        self.on_close = on_close
         self.status_code = 200
         self.background: BackgroundTask | None = None
         self.raw_headers = _BASE_HEADERS + [(k.lower().encode("latin-1"), v.encode("latin-1"))
@@ -57,6 +61,10 @@ class EventStreamResponse(Response):
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            aclose = getattr(self.chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                aclose = getattr(self.chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if self.on_close is not None:
+                    await self.on_close()

@@ -17,7 +17,8 @@ from tiergate.cascade.types import StepAnswer, StepRequest
 from tiergate.config.cascades import CascadePolicy
 from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.errors import ModelNotFound, NoRouteAvailable
-from tiergate.execution.executor import CallContext, Executor
+from tiergate.execution.billing import request_verdict
+from tiergate.execution.executor import CallContext, Executor, tried
 from tiergate.limits.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
 from tiergate.request import NOT_UPSTREAM
 from tiergate.request.model_ref import parse_tier, resolve_alias
@@ -45,6 +46,8 @@ class _Lease:
     candidates: list[ModelSpec]
     started: float
     max_tier: int | None
+    #: The step's own call context (parallel steps must not share attempt records).
+    ctx: CallContext
 
 
 class ServiceSteps:
@@ -110,31 +113,39 @@ class ServiceSteps:
             request_id=f"{self.ctx.request_id}.{step.index}{step.purpose[0]}", deployment=spec,
             prompt_tokens=self.needs.prompt_tokens, max_output_tokens=out,
             estimate_usd=spec.cost_usd(self.needs.prompt_tokens, out), cascade_step=step.index))
-        return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None)
+        return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None,
+                      CallContext(request_id=self.ctx.request_id, deadline=self.ctx.deadline))
 
     async def settle(self, lease: _Lease, answer: StepAnswer | None, error: BaseException | None) -> None:
         p = c = 0
         if answer is not None:
             u = answer.response.get("usage") or {}
             p, c = int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
-        code = (getattr(error, "code", None) or type(error).__name__) if error is not None else None
+        latency = (time.perf_counter() - lease.started) * 1000
+        if answer is not None:
+            await self.d.admission.settle(lease.ticket, Outcome(
+                deployment=answer.deployment, prompt_tokens=p, completion_tokens=c, cost_usd=answer.cost_usd,
+                latency_ms=latency, attempts=answer.attempts, outcome="ok", capability=self.task_type))
+            return
+        # Failed: released when no provider was called, charged at the step's reservation
+        # when an attempt's outcome is unknown (see tiergate.execution.billing).
+        v = request_verdict(error, lease.ctx.attempts, lease.ctx.in_flight)
         await self.d.admission.settle(lease.ticket, Outcome(
-            deployment=answer.deployment if answer else None, prompt_tokens=p, completion_tokens=c,
-            cost_usd=answer.cost_usd if answer else 0.0, latency_ms=(time.perf_counter() - lease.started) * 1000,
-            attempts=answer.attempts if answer else 0, outcome="ok" if answer else f"error:{code}",
-            capability=self.task_type))
+            deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=latency,
+            attempts=tried(lease.ctx.attempts), outcome=f"{'unknown' if v.unknown else 'error'}:{v.code}",
+            capability=self.task_type, upstream_called=v.upstream_called, charge_reservation=v.unknown))
 
     # --- answer -------------------------------------------------------------------------
 
     async def answer(self, step: StepRequest, lease: _Lease) -> StepAnswer:
         body = self.upstream if step.purpose == "answer" else {
             k: v for k, v in step.body.items() if k not in NOT_UPSTREAM}
-        r = await self.d.executor.execute(lease.candidates, body, self.ctx, prompt_estimate=self.needs.prompt_tokens)
-        usage = r.response.setdefault("usage", {})
+        r = await self.d.executor.execute(lease.candidates, body, lease.ctx, prompt_estimate=self.needs.prompt_tokens)
+        usage = r.response["usage"]  # a dict: the executor makes sure
         usage.setdefault("prompt_tokens", r.prompt_tokens)
         usage.setdefault("completion_tokens", r.completion_tokens)
         return StepAnswer(r.response, model=r.deployment.name, tier=r.deployment.tier, cost_usd=r.cost_usd,
-                          latency_ms=r.latency_ms, attempts=len(r.attempts), deployment=r.deployment)
+                          latency_ms=r.latency_ms, attempts=tried(r.attempts), deployment=r.deployment)
 
 
 async def port_for_state(deps: CascadeDeps, state: Mapping[str, Any], *, deadline_s: float) -> ServiceSteps:

@@ -39,8 +39,16 @@ class BudgetsConfig(Strict):
     tenants: dict[str, ScopeLimits] = Field(default_factory=dict)
     #: Shares of the global monthly budget per tier (seed 004). Tiers left out are unlimited.
     tier_allocations: dict[Tier, float] = Field(default_factory=dict)
-    #: A reservation not settled within this time is reclaimed (a crashed request cannot lock budget).
+    #: A reservation not settled within this time is an orphan: its request died with an
+    #: unknown outcome, so it is charged at the reservation and recorded (never refunded).
     reservation_ttl_s: int = Field(900, ge=10)
+    #: Reserve the prompt at our estimate x (1 + margin) + margin tokens: the estimate is
+    #: ~4 characters a token, the provider's tokenizer differs (see limits/estimate.py).
+    prompt_margin: float = Field(0.25, ge=0, le=10)
+    prompt_margin_tokens: int = Field(16, ge=0)
+    #: How often a long-lived process looks for orphaned reservations (0: only at startup
+    #: and on a budget rejection).
+    orphan_sweep_s: float = Field(120.0, ge=0)
     #: How long usage records are kept (DynamoDB TTL / SQLite purge).
     usage_retention_days: int = Field(90, ge=1)
     #: How long a completed idempotent response is replayed.

@@ -10,6 +10,15 @@ skips deployments that keep failing. Errors that retrying cannot fix
 
 Streaming falls back only before the first chunk: :meth:`Executor.open_stream` returns
 once a deployment has produced its first chunk; later failures belong to the caller.
+
+Money: each attempt is recorded with whether it reached a provider and whether its
+outcome is unknown (:mod:`tiergate.execution.billing`), live on the
+:class:`CallContext`, so whoever settles knows what may have been billed even when the
+walk ends in an exception. Before each attempt ``ctx.prepare`` (the gateway's) may
+shape the body for that deployment -- cap the answer at what the reservation covers --
+and reserve more: after an attempt with an unknown outcome, a retry must not spend
+budget the first reservation already stands for. It returns ``None`` to skip a
+deployment the budget cannot cover.
 """
 
 from __future__ import annotations
@@ -30,18 +39,12 @@ from tiergate.errors import (
     UpstreamUnavailable,
 )
 from tiergate.execution.backoff import retry_delay
+from tiergate.execution.billing import attempt_verdict
 from tiergate.execution.circuit import CircuitBoard
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.credentials import KeyResolver
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.tokens import content_tokens
-
-
-@dataclass(slots=True)
-class CallContext:
-    request_id: str
-    #: time.monotonic() value after which no new attempt starts.
-    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,41 @@ class AttemptRecord:
     outcome: str            # "ok" or an error code
     latency_ms: float
     status: int | None = None
+    #: The request reached a provider (false: open circuit, connect failure).
+    sent: bool = True
+    #: Sent, and the answer was lost: the provider may have billed it.
+    unknown: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"deployment": self.deployment, "outcome": self.outcome,
                 "latency_ms": round(self.latency_ms, 2), "status": self.status}
+
+
+#: (deployment, body, attempts so far) -> the body to send, or None to skip the deployment.
+Prepare = Callable[[ModelSpec, dict[str, Any], list["AttemptRecord"]], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(slots=True)
+class CallContext:
+    request_id: str
+    #: time.monotonic() value after which no new attempt starts.
+    deadline: float
+    #: The current walk's attempts, as they happen (see the module docstring).
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    #: True while an attempt's call is awaited (an exception now leaves its outcome unknown).
+    in_flight: bool = False
+    #: Called before every attempt (see the module docstring).
+    prepare: Prepare | None = None
+
+
+#: Attempt outcomes that stand for a deployment skipped, not tried.
+SKIPPED = frozenset({"circuit_open", "budget_skip"})
+
+
+def tried(attempts: Sequence[AttemptRecord]) -> int:
+    """Attempts that were made (``x-tiergate-attempts``): a deployment skipped (open
+    circuit, no budget for it) is none."""
+    return sum(1 for a in attempts if a.outcome not in SKIPPED)
 
 
 @dataclass(slots=True)
@@ -116,6 +150,8 @@ class Executor:
             return await self.registry.get(spec.adapter).complete(pc)
 
         spec, response, attempts = await self._walk(candidates, body, ctx, call)
+        if not isinstance(response.get("usage"), dict):
+            response["usage"] = {}  # null or garbage from the provider: estimated below
         p, c = usage_of(response, prompt_estimate)
         return ExecResult(response=response, deployment=spec, attempts=attempts, prompt_tokens=p,
                           completion_tokens=c, cost_usd=spec.cost_usd(p, c),
@@ -139,25 +175,45 @@ class Executor:
                     call: Callable[[ModelSpec, ProviderCall], Awaitable[Any]]) -> tuple[ModelSpec, Any, list[AttemptRecord]]:
         rel = self.catalog.reliability
         attempts: list[AttemptRecord] = []
+        ctx.attempts, ctx.in_flight = attempts, False
         last: GatewayError | None = None
         for spec in candidates:
             did = spec.deployment_id
             for n in range(1, rel.max_attempts_per_deployment + 1):
                 if not self.circuits.try_acquire(did):
-                    attempts.append(AttemptRecord(did, "circuit_open", 0.0))
+                    attempts.append(AttemptRecord(did, "circuit_open", 0.0, sent=False))
                     last = last or UpstreamUnavailable(f"circuit open for {did}")
                     break
                 remaining = ctx.deadline - time.monotonic()
                 if remaining <= 0:
                     self.circuits.release(did)
                     raise self._final(DeadlineExceeded("The request deadline passed before an answer"), attempts)
-                pc = ProviderCall(deployment=spec, body=body, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
+                send = body
+                if ctx.prepare is not None:
+                    try:
+                        shaped = await ctx.prepare(spec, body, attempts)
+                    except BaseException:
+                        self.circuits.release(did)
+                        if last is None:
+                            raise
+                        # No budget for another worst case: the last failure stands.
+                        raise self._final(last, attempts) from None
+                    if shaped is None:
+                        self.circuits.release(did)
+                        attempts.append(AttemptRecord(did, "budget_skip", 0.0, sent=False))
+                        break
+                    send = shaped
+                pc = ProviderCall(deployment=spec, body=send, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
                                   api_key=self.keys(spec), extra_headers=dict(spec.extra_headers))
                 t = time.perf_counter()
+                ctx.in_flight = True
                 try:
                     result = await call(spec, pc)
                 except GatewayError as e:
-                    attempts.append(AttemptRecord(did, e.code or "error", (time.perf_counter() - t) * 1000, e.status))
+                    ctx.in_flight = False
+                    sent, unknown = attempt_verdict(e)
+                    attempts.append(AttemptRecord(did, e.code or "error", (time.perf_counter() - t) * 1000, e.status,
+                                                  sent, unknown))
                     if e.counts_against_deployment:
                         self.circuits.record_failure(did)
                     else:
@@ -176,8 +232,11 @@ class Executor:
                     await self._sleep(delay)
                     continue
                 except BaseException:
-                    self.circuits.release(did)  # cancelled mid-probe: no verdict
+                    # Cancelled or crashed mid-call: no verdict for the circuit; ctx.in_flight
+                    # stays set, so whoever settles knows the outcome is unknown.
+                    self.circuits.release(did)
                     raise
+                ctx.in_flight = False
                 attempts.append(AttemptRecord(did, "ok", (time.perf_counter() - t) * 1000, 200))
                 self.circuits.record_success(did)
                 return spec, result, attempts

@@ -86,6 +86,8 @@ class Ticket:
     headers: dict[str, str] = field(default_factory=dict)
     #: Store-specific reservation handles (which counters to settle).
     handles: list[Any] = field(default_factory=list)
+    #: Epoch seconds of the admission (the usage record's ``ts``; 0: unknown).
+    admitted_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +100,15 @@ class Outcome:
     cost_usd: float
     latency_ms: float
     attempts: int
-    outcome: str                 # "ok" | "error:<code>" | "cache_hit"
+    outcome: str                 # "ok" | "error:<code>" | "unknown:<code>" | "cache_hit"
     cache_hit: bool = False
     capability: str | None = None  # the task type, for /metrics
+    #: False when nothing reached a provider: the reservation is released and no usage
+    #: record is written (the ledger has a record exactly when a provider was called).
+    upstream_called: bool = True
+    #: The outcome is unknown (an attempt cut off after it was sent): charge the whole
+    #: reservation, the worst case the request was admitted for, whatever ``cost_usd`` says.
+    charge_reservation: bool = False
 
 
 class Admission(Protocol):
@@ -118,6 +126,10 @@ class Admission(Protocol):
     async def restore(self, snapshot: dict[str, Any]) -> Principal:
         """The principal a :meth:`Principal.snapshot` was taken of, with what its limits need
         (a virtual key's budgets): how a cascade task on Step Functions acts as the caller."""
+        ...
+
+    async def start(self) -> None:
+        """Work before the first request (charge the orphaned reservations of a crash)."""
         ...
 
     async def aclose(self) -> None: ...

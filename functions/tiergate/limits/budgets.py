@@ -61,9 +61,10 @@ class BudgetScope:
     def limit(self) -> int:
         return to_nano(self.limit_usd)
 
-    def bump(self, amount: int, hold_id: str, hold_expires_at: int) -> Bump:
+    def bump(self, amount: int, hold_id: str, hold_expires_at: int, meta: str | None = None) -> Bump:
         # Keep the counter a week past its period so reports can still read it.
-        return Bump(self.key, amount, self.limit - amount, self.period_end + 7 * 86400, hold_id, hold_expires_at)
+        return Bump(self.key, amount, self.limit - amount, self.period_end + 7 * 86400, hold_id, hold_expires_at,
+                    meta)
 
     def describe(self) -> dict[str, Any]:
         return {"scope": self.scope, "id": self.scope_id, "period": self.period, "period_id": self.period_id[1:]}

@@ -54,5 +54,8 @@ class MasterKeyAdmission:
     async def restore(self, snapshot: dict[str, Any]) -> Principal:
         return Principal.from_snapshot(snapshot)
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None

@@ -8,8 +8,8 @@ Round trips on the hot path:
   deployment) and every budget counter (key/tenant/global x day/month, tier allocation)
   goes into a single all-or-nothing :meth:`RecordStore.bump` -- one ``BEGIN IMMEDIATE``
   transaction on SQLite, parallel conditional UpdateItems with compensation on DynamoDB.
-  Only a budget rejection costs more: expired holds on that counter are reclaimed and
-  the bump retried once (at most two more calls, on the rejection path).
+  A budget rejection also charges the full counter's orphaned holds, in the background
+  (:mod:`tiergate.limits.orphans`: a dead request's reservation is spent, not refunded).
 * ``settle``: one store call (SQLite: one transaction writing counters, usage record and
   metrics), or with an :class:`Outbox` one local journal append plus background writes.
 """
@@ -30,6 +30,7 @@ from tiergate.errors import AuthenticationFailed, PermissionDenied
 from tiergate.limits import budgets, ratelimit
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, bearer_token
 from tiergate.limits.budgets import BudgetScope, to_nano
+from tiergate.limits.orphans import charge_orphans, hold_meta
 from tiergate.limits.outbox import Outbox, decode, encode
 from tiergate.limits.usage import metric_corrections, usage_record
 from tiergate.limits.virtual_keys import SECRET_PREFIX, KeyService, VirtualKey
@@ -64,6 +65,7 @@ class StoreAdmission:
         self._started_at = time.time()
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         #: principal key id -> (until, max tier) from the last admission (a hint for routing).
         self._ceilings: dict[str, tuple[float, int | None]] = {}
 
@@ -124,7 +126,10 @@ class StoreAdmission:
         hold = uuid.uuid4().hex[:20]
         hold_exp = int(now) + self.cfg.reservation_ttl_s
         rbumps = [c.bump() for c in rchecks]
-        bbumps = [s.bump(est, hold, hold_exp) for s in scopes]
+        meta = hold_meta(request_id=req.request_id, principal=principal, deployment=dep.deployment_id,
+                         model=dep.name, tier=dep.tier, admitted_at=now, prompt_tokens=req.prompt_tokens,
+                         max_output_tokens=req.max_output_tokens) if scopes else None
+        bbumps = [s.bump(est, hold, hold_exp, meta) for s in scopes]
         used = await self._bump(rbumps + bbumps, rchecks, scopes, est, now)
 
         headers = ratelimit.headers(rchecks, dict(zip(rchecks, used, strict=False)), now)
@@ -138,24 +143,22 @@ class StoreAdmission:
             request_id=req.request_id, principal=principal, deployment=dep, reserved_usd=req.estimate_usd,
             reserved_tokens=tokens, soft_limited=soft.soft, max_tier=soft.max_tier, headers=headers,
             budget_utilization_percent=soft.utilization_percent,
-            handles=[Reservation(hold, tuple(bbumps), token_bumps)])
+            handles=[Reservation(hold, tuple(bbumps), token_bumps)], admitted_at=now)
 
     async def _bump(self, bumps: list[Bump], rchecks: list[ratelimit.RateCheck], scopes: list[BudgetScope],
                     est: int, now: float) -> list[int]:
         if not bumps:
             return []
-        for attempt in range(2):
-            try:
-                return await self.store.bump(bumps, now=int(now))
-            except Rejected as r:
-                if r.index < len(rchecks):
-                    raise ratelimit.rejected(rchecks[r.index], now) from None
-                s = scopes[r.index - len(rchecks)]
-                # Full: maybe of reservations whose requests died. Reclaim those and retry once.
-                if attempt == 0 and await self.store.reclaim(s.key, now=int(now)) > 0:
-                    continue
-                raise budgets.exceeded(s, r.used, est) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await self.store.bump(bumps, now=int(now))
+        except Rejected as r:
+            if r.index < len(rchecks):
+                raise ratelimit.rejected(rchecks[r.index], now) from None
+            s = scopes[r.index - len(rchecks)]
+            # Full, maybe partly of reservations whose requests died: they stay spent (their
+            # outcome is unknown), but they are charged and recorded now, off the 429's path.
+            self._spawn(self.sweep(key=s.key))
+            raise budgets.exceeded(s, r.used, est) from None
 
     def tier_ceiling(self, principal: Principal) -> int | None:
         """The tier ceiling the caller's last admission suggested (soft limit), if recent.
@@ -172,23 +175,28 @@ class StoreAdmission:
         journal append) so that nothing is lost if the process dies afterwards."""
         res = next((h for h in ticket.handles if isinstance(h, Reservation)), None)
         now = self._clock()
-        actual = to_nano(outcome.cost_usd)
-        settlements = [Settlement(b.key, res.hold_id, b.amount, actual) for b in res.budget_bumps] if res else []
-        used_tokens = outcome.prompt_tokens + outcome.completion_tokens
+        actual = to_nano(outcome.cost_usd) if outcome.upstream_called else 0
+        settlements = [Settlement(b.key, res.hold_id, b.amount, b.amount if outcome.charge_reservation else actual)
+                       for b in res.budget_bumps] if res else []
+        used_tokens = outcome.prompt_tokens + outcome.completion_tokens if outcome.upstream_called else 0
         corrections = [Correction(b.key, used_tokens - b.amount) for b in (res.token_bumps if res else ())
-                       if used_tokens != b.amount]
-        rec = usage_record(ticket, outcome, now=now, retention_days=self.cfg.usage_retention_days)
-        if res:
-            rec["sk"] += "#" + res.hold_id  # one record per admission (cascade steps share a request id)
-        corrections += metric_corrections(rec, now=now)
-        records = [("usage", rec)]
+                       if used_tokens != b.amount and not outcome.charge_reservation]
+        # One record per admission (cascade steps share a request id), keyed by its hold;
+        # none when no provider was called (the reservation is simply released).
+        rec = usage_record(ticket, outcome, now=now, retention_days=self.cfg.usage_retention_days,
+                           hold_id=res.hold_id if res else None)
+        if outcome.charge_reservation:
+            rec["cost_usd"] = rec["reserved_usd"]
+        records = [("usage", rec)] if outcome.upstream_called else []
+        if records:
+            corrections += metric_corrections(rec, now=now)
         if self._outbox is None:
             await self.store.settle(settlements, corrections, records)
             return
         if not self._recovered:  # first settlement of this process: replay a crash's leftovers
             self._recovered = True
             self._spawn(self.recover(older_than_s=time.time() - self._started_at))
-        entry = rec["sk"]
+        entry = rec["sk"] if records else "release#" + rec["sk"]
         await self._outbox.append(entry, encode(settlements, corrections, records))
         self._spawn(self._flush(entry, settlements, corrections, records))
 
@@ -218,12 +226,43 @@ class StoreAdmission:
             n += 1
         return n
 
+    # --- orphaned reservations -------------------------------------------------------
+
+    async def start(self) -> None:
+        """At startup: charge what a crash left held (on SQLite the holds of dead processes
+        at once), then sweep every ``orphan_sweep_s`` while serving."""
+        await self.sweep()
+        interval = self.cfg.orphan_sweep_s
+        if interval and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_loop(interval), name="tiergate-orphan-sweep")
+
+    async def sweep(self, *, key: Any = None) -> int:
+        """Charge and record orphaned reservations (all, or one counter's); returns how many."""
+        now = self._clock()
+        try:
+            holds = await self.store.orphaned_holds(now=int(now), key=key)
+        except Exception:
+            log.exception("could not look for orphaned reservations")
+            return 0
+        if not holds:
+            return 0
+        return await charge_orphans(self.store, holds, now=now, retention_days=self.cfg.usage_retention_days)
+
+    async def _sweep_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.sweep()
+
     async def drain(self) -> None:
         """Wait for background settlements (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         await self.drain()
         if self._outbox is not None:
             await self.recover()

@@ -1,9 +1,13 @@
 """The usage ledger (one record per request) and the ``/metrics`` counters.
 
 Usage records live in the ``usage`` table: ``pk`` = key id, ``sk`` = ``<ts>#<request
-id>`` (time-ordered per key), ``tenant``/``ts`` for the ``by_tenant`` index, and
-``expires_at`` for retention. They are written once (condition "absent"), so a replayed
-settlement never duplicates one.
+id>#<hold id>`` (time-ordered per key; ``ts`` is the admission time, so the request's
+settlement and the charge of its orphaned hold write the same record), ``tenant``/``ts``
+for the ``by_tenant`` index, and ``expires_at`` for retention. They are written once
+(condition "absent"), so a replayed settlement never duplicates one. ``charged`` says
+what the cost is: ``"actual"`` (the provider's usage) or ``"reservation"`` (the outcome
+is unknown -- an orphaned hold, an attempt cut off after it was sent -- so the worst case
+the request was admitted for).
 
 Seed 004's metrics (requests and cost per tier, most used capabilities) are counters
 per UTC month under ``pk = "metrics"`` in the ``budgets`` table, added at settlement in
@@ -28,18 +32,24 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days: int) -> dict[str, Any]:
+def record_sk(ts_iso: str, request_id: str, hold_id: str | None = None) -> str:
+    return f"{ts_iso}#{request_id}#{hold_id}" if hold_id else f"{ts_iso}#{request_id}"
+
+
+def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days: int,
+                 hold_id: str | None = None) -> dict[str, Any]:
     dep = outcome.deployment or ticket.deployment
-    ts = iso(now)
+    ts = iso(ticket.admitted_at or now)
     p = ticket.principal
     return {
-        "pk": p.key_id, "sk": f"{ts}#{ticket.request_id}", "request_id": ticket.request_id,
+        "pk": p.key_id, "sk": record_sk(ts, ticket.request_id, hold_id), "request_id": ticket.request_id,
         "key_id": p.key_id, "tenant": p.tenant, "ts": ts,
         "model": dep.name, "deployment": dep.deployment_id, "tier": dep.tier,
         "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
         "cost_usd": round(outcome.cost_usd, 9), "reserved_usd": round(ticket.reserved_usd, 9),
         "latency_ms": round(outcome.latency_ms, 3), "cache_hit": outcome.cache_hit,
         "attempts": outcome.attempts, "outcome": outcome.outcome, "capability": outcome.capability,
+        "charged": "reservation" if outcome.charge_reservation else "actual",
         "expires_at": int(now) + retention_days * 86400,
     }
 

@@ -8,6 +8,9 @@ Two kinds of data:
   expiry). :meth:`RecordStore.bump` adds to several counters *all or nothing*, each
   guarded by "``used`` before the add is at most ``max_before``" -- the caller computes
   ``max_before = limit - amount`` because DynamoDB conditions allow no arithmetic.
+  A hold carries ``meta`` (who reserved what, when), so a hold whose request died can be
+  charged and written to the usage ledger by anyone who finds it
+  (:meth:`RecordStore.orphaned_holds`).
 * **Records** (tables ``keys``, ``usage``, ``idempotency``): flat dicts with ``pk``/``sk``
   (strings), optional ``expires_at`` (epoch seconds, the TTL attribute), optional
   ``tenant``/``ts`` (the usage table's ``by_tenant`` index). Writes take a :class:`Cond`.
@@ -46,22 +49,28 @@ class Bump:
     max_before: int | None
     #: The counter's TTL (the end of its period plus slack).
     expires_at: int
-    #: Record a hold (a reservation to settle or reclaim) under this id.
+    #: Record a hold (a reservation to settle, or to charge when orphaned) under this id.
     hold_id: str | None = None
     hold_expires_at: int | None = None
+    #: The reservation's description (JSON text, see :mod:`tiergate.limits.orphans`), kept
+    #: with the hold so an orphaned hold can be charged and recorded.
+    hold_meta: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """Replace hold ``hold_id`` (``held``) on a counter by the ``actual`` amount.
 
-    Idempotent while the hold exists; when the hold has already been reclaimed (it
-    expired), ``actual`` is added on its own so spend is never lost."""
+    Idempotent while the hold exists. When the hold is gone and the settlement is new
+    (its usage record did not exist: the counter was reset by an admin) ``actual`` is
+    added on its own so spend is never lost -- unless ``only_if_held``: charging an
+    orphaned hold touches only counters that still have it."""
 
     key: CounterKey
     hold_id: str
     held: int
     actual: int
+    only_if_held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,18 @@ class CounterState:
     reserved: int = 0
     #: hold id -> (amount, expires_at)
     holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReservation:
+    """A hold found by :meth:`RecordStore.orphaned_holds`: its request's outcome is unknown."""
+
+    key: CounterKey
+    hold_id: str
+    amount: int
+    expires_at: int
+    #: The ``hold_meta`` it was made with ("" when it has none: made before holds had it).
+    meta: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +168,12 @@ class RecordStore(abc.ABC):
         """Current state; missing counters are omitted."""
 
     @abc.abstractmethod
-    async def reclaim(self, key: CounterKey, *, now: int) -> int:
-        """Release the holds on ``key`` that expired before ``now``; returns the amount."""
+    async def orphaned_holds(self, *, now: int, key: CounterKey | None = None,
+                             limit: int = 1000) -> list[HeldReservation]:
+        """Holds whose request can no longer settle them: expired before ``now``, or (a
+        store that knows its writers, SQLite) made by a process that has died. Only
+        budget holds; with ``key``, only that counter's. Nothing is changed: the caller
+        charges them through :meth:`settle` (``only_if_held``)."""
 
     @abc.abstractmethod
     async def scan_counters(self, table: str, pk_prefix: str) -> dict[CounterKey, CounterState]:

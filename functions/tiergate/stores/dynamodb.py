@@ -5,7 +5,8 @@ each has ``pk`` (S) + ``sk`` (S) and the TTL attribute ``expires_at`` (epoch sec
 the usage table has the GSI ``by_tenant`` (``tenant`` S, ``ts`` S).
 
 Counters are items with ``used`` (settled + reserved), ``reserved`` and one map
-attribute ``h_<hold id>`` = ``{a: amount, x: expires_at}`` per in-flight reservation.
+attribute ``h_<hold id>`` = ``{a: amount, x: expires_at, m: meta}`` per in-flight
+reservation (``m``: who reserved what, so an orphaned hold can be charged and recorded).
 
 **All-or-nothing bumps without transactions.** dynalite has no TransactWriteItems (and
 moto's is not atomic), so a batch of bumps is N single-item conditional UpdateItems sent
@@ -40,6 +41,7 @@ from tiergate.stores.base import (
     Correction,
     CounterKey,
     CounterState,
+    HeldReservation,
     RecordStore,
     Rejected,
     Settlement,
@@ -168,8 +170,10 @@ class DynamoStore(RecordStore):
         if b.hold_id:
             expr = "ADD used :a, reserved :a SET expires_at = :exp, #h = :hold"
             names["#h"] = _HOLD + b.hold_id
-            values[":hold"] = {"M": {"a": {"N": str(b.amount)},
-                                     "x": {"N": str(b.hold_expires_at or b.expires_at)}}}
+            hold = {"a": {"N": str(b.amount)}, "x": {"N": str(b.hold_expires_at or b.expires_at)}}
+            if b.hold_meta:
+                hold["m"] = {"S": b.hold_meta}
+            values[":hold"] = {"M": hold}
         else:
             expr = "ADD used :a SET expires_at = :exp"
         kw: dict[str, Any] = {}
@@ -243,11 +247,14 @@ class DynamoStore(RecordStore):
         if self._cond_update(s.key, "ADD used :d, reserved :neg REMOVE #h", "attribute_exists(#h)",
                              {":d": {"N": str(s.actual - s.held)}, ":neg": {"N": str(-s.held)}}, names):
             return
+        if s.only_if_held:
+            return  # charging an orphan: this counter never had the hold, or it is settled
         if s.actual and not replay:
             # (On a replay -- the record already existed -- an absent hold means this step
             # was done before, so nothing is added twice.)
-            # The hold expired and was reclaimed (its amount given back): the actual
-            # spend still counts, added on its own -- only while the hold is still absent.
+            # The hold is gone although this settlement is new (an admin reset the
+            # counter): the actual spend still counts, added on its own -- only while the
+            # hold is still absent.
             self._cond_update(s.key, "ADD used :a", "attribute_not_exists(#h)",
                               {":a": {"N": str(s.actual)}}, names)
 
@@ -271,25 +278,25 @@ class DynamoStore(RecordStore):
         raw = self._c.get_item(TableName=self._t[k.table], Key=_key(k), ConsistentRead=True).get("Item")
         return _counter(raw) if raw else None
 
-    async def reclaim(self, key: CounterKey, *, now: int) -> int:
+    async def orphaned_holds(self, *, now: int, key: CounterKey | None = None,
+                             limit: int = 1000) -> list[HeldReservation]:
+        """Expired holds (DynamoDB cannot tell a dead writer from a slow one: a Lambda
+        instance leaves no trace). With ``key`` one GetItem; without, a scan of the
+        budget counters (startup and the periodic sweep, never a request)."""
         self.round_trips += 1
-        return await self._io(self._reclaim, key, now)
-
-    def _reclaim(self, k: CounterKey, now: int) -> int:
-        for _ in range(5):
-            st = self._read_one(k)
-            expired = {h: a for h, (a, x) in (st.holds if st else {}).items() if x < now}
-            if not expired:
-                return 0
-            total = sum(expired.values())
-            names = {f"#h{i}": _HOLD + h for i, h in enumerate(expired)}
-            # Give back exactly the holds we saw expired, and only if all of them are still
-            # there (a concurrent settle or reclaim of one of them makes us re-read).
-            cond = " AND ".join(f"attribute_exists({n})" for n in names)
-            if self._cond_update(k, "ADD used :neg, reserved :neg REMOVE " + ", ".join(names), cond,
-                                 {":neg": {"N": str(-total)}}, names):
-                return total
-        return 0
+        if key is not None:
+            raw = await self._io(lambda: self._c.get_item(TableName=self._t[key.table], Key=_key(key),
+                                                          ConsistentRead=True).get("Item"))
+            items = [raw] if raw else []
+        else:
+            items = await self._io(self._scan_raw, "budgets", "begins_with(pk, :p)", {":p": {"S": "b#"}}, 100_000)
+        out: list[HeldReservation] = []
+        for raw in items:
+            k = CounterKey("budgets", raw["pk"]["S"], raw["sk"]["S"])
+            for hold_id, amount, expires, meta in _holds(raw):
+                if expires < now:
+                    out.append(HeldReservation(k, hold_id, amount, expires, meta))
+        return out[:limit]
 
     async def scan_counters(self, table: str, pk_prefix: str) -> dict[CounterKey, CounterState]:
         raws = await self._io(self._scan_raw, table, "begins_with(pk, :p)", {":p": {"S": pk_prefix}}, 100_000)
@@ -393,12 +400,18 @@ class DynamoStore(RecordStore):
         return out[:limit]
 
 
-def _counter(raw: dict[str, Any]) -> CounterState:
-    holds = {}
+def _holds(raw: dict[str, Any]) -> list[tuple[str, int, int, str]]:
+    """(hold id, amount, expires_at, meta) of every hold map on a counter item."""
+    out = []
     for k, v in raw.items():
         if k.startswith(_HOLD):
             m = v["M"]
-            holds[k[len(_HOLD):]] = (int(m["a"]["N"]), int(m["x"]["N"]))
+            out.append((k[len(_HOLD):], int(m["a"]["N"]), int(m["x"]["N"]), m.get("m", {}).get("S", "")))
+    return out
+
+
+def _counter(raw: dict[str, Any]) -> CounterState:
+    holds = {h: (a, x) for h, a, x, _m in _holds(raw)}
     return CounterState(used=int(raw.get("used", {"N": "0"})["N"]),
                         reserved=int(raw.get("reserved", {"N": "0"})["N"]), holds=holds)
 

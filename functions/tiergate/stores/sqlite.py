@@ -10,6 +10,10 @@ on disk. One thread by default: each transaction takes well under a millisecond,
 threads of one process contending for the write lock only wait in SQLite's busy handler
 (sleeps of up to 100 ms), which measured far worse (bench/admission). Processes still
 contend, through the lock. A bump or a settlement is a single transaction = one round trip.
+
+Each process stamps its holds with its :class:`~tiergate.stores.liveness.ProcessLease`
+token, so :meth:`SqliteStore.orphaned_holds` finds the holds of dead processes at once,
+not only expired ones. The file and its directory are private (0600 / 0700).
 """
 
 from __future__ import annotations
@@ -31,10 +35,13 @@ from tiergate.stores.base import (
     Correction,
     CounterKey,
     CounterState,
+    HeldReservation,
     RecordStore,
     Rejected,
     Settlement,
 )
+from tiergate.stores.files import private_file
+from tiergate.stores.liveness import ProcessLease
 
 T = TypeVar("T")
 
@@ -46,7 +53,7 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (tbl, pk, sk)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holds (
     tbl TEXT NOT NULL, pk TEXT NOT NULL, sk TEXT NOT NULL, hold_id TEXT NOT NULL,
-    amount INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    amount INTEGER NOT NULL, expires_at INTEGER NOT NULL, meta TEXT, owner TEXT,
     PRIMARY KEY (tbl, pk, sk, hold_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     tbl TEXT NOT NULL, pk TEXT NOT NULL, sk TEXT NOT NULL,
@@ -55,7 +62,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_tenant ON records (tbl, tenant, ts);
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
 CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
+CREATE INDEX IF NOT EXISTS holds_expiry ON holds (tbl, expires_at);
 """
+#: Columns added to ``holds`` after its first release (files made before get them here).
+_HOLD_COLUMNS = (("meta", "TEXT"), ("owner", "TEXT"))
 
 _LIVE = "(expires_at IS NULL OR expires_at >= ?)"
 
@@ -72,8 +82,10 @@ class SqliteStore(RecordStore):
                  purge_every: int = 1000, checkpoint_interval_s: float = 0.05) -> None:
         super().__init__()
         self._memory = str(path) == ":memory:"
+        self.lease: ProcessLease | None = None
         if not self._memory:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)
+            self.lease = ProcessLease(str(path) + ".owners")
         self.path = str(path)
         self._busy_ms = busy_timeout_ms
         # An in-memory database lives in one connection: one thread serializes it.
@@ -111,6 +123,11 @@ class SqliteStore(RecordStore):
                 conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MB
             with _txn(conn):
+                have = {r[1] for r in conn.execute("PRAGMA table_info(holds)")}
+                if have and not {c for c, _ in _HOLD_COLUMNS} <= have:
+                    for col, kind in _HOLD_COLUMNS:
+                        if col not in have:
+                            conn.execute(f"ALTER TABLE holds ADD COLUMN {col} {kind}")
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     conn.execute(stmt)
             self._local.conn = conn
@@ -151,14 +168,17 @@ class SqliteStore(RecordStore):
             for c in self._conns:
                 c.close()
             self._conns.clear()
+        if self.lease is not None:
+            self.lease.close()
 
     # --- counters ---------------------------------------------------------------------
 
     async def bump(self, bumps: Sequence[Bump], *, now: int) -> list[int]:
-        return await self._run(lambda c: self._bump(c, bumps))
+        owner = self.lease.token if self.lease else None
+        return await self._run(lambda c: self._bump(c, bumps, owner))
 
     @staticmethod
-    def _bump(c: sqlite3.Connection, bumps: Sequence[Bump]) -> list[int]:
+    def _bump(c: sqlite3.Connection, bumps: Sequence[Bump], owner: str | None) -> list[int]:
         out: list[int] = []
         with _txn(c):
             for i, b in enumerate(bumps):
@@ -175,8 +195,9 @@ class SqliteStore(RecordStore):
                     "reserved = reserved + excluded.reserved, expires_at = excluded.expires_at",
                     (k.table, k.pk, k.sk, b.amount, held, b.expires_at))
                 if b.hold_id:
-                    c.execute("INSERT OR REPLACE INTO holds VALUES (?,?,?,?,?,?)",
-                              (k.table, k.pk, k.sk, b.hold_id, b.amount, b.hold_expires_at or b.expires_at))
+                    c.execute("INSERT OR REPLACE INTO holds (tbl, pk, sk, hold_id, amount, expires_at, meta, owner) "
+                              "VALUES (?,?,?,?,?,?,?,?)", (k.table, k.pk, k.sk, b.hold_id, b.amount,
+                                                           b.hold_expires_at or b.expires_at, b.hold_meta, owner))
                 out.append(used + b.amount)
         return out
 
@@ -201,7 +222,9 @@ class SqliteStore(RecordStore):
                 k = s.key
                 row = c.execute("DELETE FROM holds WHERE tbl=? AND pk=? AND sk=? AND hold_id=? RETURNING amount",
                                 (k.table, k.pk, k.sk, s.hold_id)).fetchone()
-                held = row[0] if row else 0  # no hold: it expired and was reclaimed
+                if row is None and s.only_if_held:
+                    continue  # charging an orphan: this counter never had it, or it is settled
+                held = row[0] if row else 0  # no hold: the counter was reset meanwhile
                 c.execute("UPDATE counters SET used = used + ?, reserved = reserved - ? "
                           "WHERE tbl=? AND pk=? AND sk=?", (s.actual - held, held, k.table, k.pk, k.sk))
             for corr in corrections:
@@ -240,17 +263,31 @@ class SqliteStore(RecordStore):
             return out
         return await self._run(go)
 
-    async def reclaim(self, key: CounterKey, *, now: int) -> int:
-        def go(c: sqlite3.Connection) -> int:
-            k = key
-            with _txn(c):
-                rows = c.execute("DELETE FROM holds WHERE tbl=? AND pk=? AND sk=? AND expires_at < ? "
-                                 "RETURNING amount", (k.table, k.pk, k.sk, now)).fetchall()
-                total = sum(r[0] for r in rows)
-                if total:
-                    c.execute("UPDATE counters SET used = used - ?, reserved = reserved - ? "
-                              "WHERE tbl=? AND pk=? AND sk=?", (total, total, k.table, k.pk, k.sk))
-            return total
+    async def orphaned_holds(self, *, now: int, key: CounterKey | None = None,
+                             limit: int = 1000) -> list[HeldReservation]:
+        lease = self.lease
+
+        def go(c: sqlite3.Connection) -> list[HeldReservation]:
+            where, args = "tbl = 'budgets'", []
+            if key is not None:
+                where += " AND pk = ? AND sk = ?"
+                args += [key.pk, key.sk]
+            dead: list[str] = []
+            if lease is not None:
+                owners = [r[0] for r in c.execute(f"SELECT DISTINCT owner FROM holds WHERE {where} "
+                                                  "AND owner IS NOT NULL", args)]
+                dead = [o for o in owners if lease.is_dead(o)]
+            cond = "expires_at < ?" + (f" OR owner IN ({','.join('?' * len(dead))})" if dead else "")
+            rows = c.execute(f"SELECT pk, sk, hold_id, amount, expires_at, meta FROM holds WHERE {where} "
+                             f"AND ({cond}) LIMIT ?", [*args, now, *dead, limit]).fetchall()
+            if lease is not None and key is None:
+                # A dead owner's file goes once its holds are gone (charged on an earlier sweep).
+                live = {r[0] for r in c.execute("SELECT DISTINCT owner FROM holds WHERE owner IS NOT NULL")}
+                for f in lease.dir.glob("*.lock"):
+                    if f.stem not in live and f.stem != lease.token and lease.is_dead(f.stem):
+                        lease.forget(f.stem)
+            return [HeldReservation(CounterKey("budgets", pk, sk), h, a, x, meta or "")
+                    for pk, sk, h, a, x, meta in rows]
         return await self._run(go)
 
     async def scan_counters(self, table: str, pk_prefix: str) -> dict[CounterKey, CounterState]:
