@@ -390,6 +390,7 @@ class _StreamRun:
         self.usage: dict[str, Any] | None = None
         self.text: list[str] = []  # only to estimate usage when the upstream reports none
         self.settled = False
+        self._judged = False
         self._gen = self._chunks()
 
     def __aiter__(self) -> _StreamRun:
@@ -402,12 +403,26 @@ class _StreamRun:
         try:
             await self._gen.aclose()
         finally:
+            self._verdict(None)
             if not self.settled:
                 # Closed before the first step: the first chunk was produced and is billed.
                 if self.h.first is not None:
                     self._count(self.h.first)
                 await self._settle("client_disconnected")
             await _close(self.h.rest)
+
+    def _verdict(self, ok: bool | None) -> None:
+        """The circuit's verdict, once the stream has ended (None: no verdict)."""
+        if self._judged:
+            return
+        self._judged = True
+        circuits, did = self.gw.s.circuits, self.spec.deployment_id
+        if ok is True:
+            circuits.record_success(did)
+        elif ok is False:
+            circuits.record_failure(did)
+        else:
+            circuits.release(did)
 
     def _count(self, chunk: dict[str, Any]) -> None:
         u = chunk.get("usage")
@@ -453,16 +468,17 @@ class _StreamRun:
         except GatewayError as e:
             # Mid-stream failure: bill what was produced, end with an error event. The
             # deployment failed after its first byte: that counts against its circuit.
-            if e.counts_against_deployment:
-                self.gw.s.circuits.record_failure(spec.deployment_id)
+            self._verdict(False if e.counts_against_deployment else None)
             await self._settle(f"error:{e.code}")
             raise
         except BaseException:
             # The client went away (or the stream was closed early): bill what was produced.
+            self._verdict(None)
             await self._settle("client_disconnected")
             raise
         finally:
             await _close(h.rest)
+        self._verdict(True)
         if self.usage is None:
             # The upstream reported no usage: send our estimate so the client still gets one.
             c = content_tokens("".join(self.text))

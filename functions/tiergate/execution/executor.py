@@ -9,7 +9,9 @@ skips deployments that keep failing. Errors that retrying cannot fix
 (``retryable = False``: a bad request) end the chain at once.
 
 Streaming falls back only before the first chunk: :meth:`Executor.open_stream` returns
-once a deployment has produced its first chunk; later failures belong to the caller.
+once a deployment has produced its first chunk; later failures belong to the caller,
+and so does the circuit's verdict: a stream that breaks off after its first byte is a
+failure of its deployment (the caller records success, failure or no verdict at the end).
 
 Money: each attempt is recorded with whether it reached a provider and whether its
 outcome is unknown (:mod:`tiergate.execution.billing`), live on the
@@ -168,11 +170,12 @@ class Executor:
                 first = None
             return first, it
 
-        spec, (first, rest), attempts = await self._walk(candidates, body, ctx, call)
+        spec, (first, rest), attempts = await self._walk(candidates, body, ctx, call, verdict=False)
         return StreamHandle(deployment=spec, first=first, rest=rest, attempts=attempts)
 
     async def _walk(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
-                    call: Callable[[ModelSpec, ProviderCall], Awaitable[Any]]) -> tuple[ModelSpec, Any, list[AttemptRecord]]:
+                    call: Callable[[ModelSpec, ProviderCall], Awaitable[Any]], *, verdict: bool = True
+                    ) -> tuple[ModelSpec, Any, list[AttemptRecord]]:
         rel = self.catalog.reliability
         attempts: list[AttemptRecord] = []
         ctx.attempts, ctx.in_flight = attempts, False
@@ -238,7 +241,8 @@ class Executor:
                     raise
                 ctx.in_flight = False
                 attempts.append(AttemptRecord(did, "ok", (time.perf_counter() - t) * 1000, 200))
-                self.circuits.record_success(did)
+                if verdict:
+                    self.circuits.record_success(did)
                 return spec, result, attempts
         if last is None:
             last = UpstreamUnavailable("no deployment to try")
