@@ -114,7 +114,7 @@ class ServiceSteps:
             prompt_tokens=self.needs.prompt_tokens, max_output_tokens=out,
             estimate_usd=spec.cost_usd(self.needs.prompt_tokens, out), cascade_step=step.index))
         return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None,
-                      CallContext(request_id=self.ctx.request_id, deadline=self.ctx.deadline))
+                      CallContext(request_id=ticket.request_id, deadline=self.ctx.deadline))
 
     async def settle(self, lease: _Lease, answer: StepAnswer | None, error: BaseException | None) -> None:
         p = c = 0

@@ -207,7 +207,8 @@ class Executor:
                         break
                     send = shaped
                 pc = ProviderCall(deployment=spec, body=send, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
-                                  api_key=self.keys(spec), extra_headers=dict(spec.extra_headers))
+                                  api_key=self.keys(spec), extra_headers=dict(spec.extra_headers),
+                                  request_id=ctx.request_id)
                 t = time.perf_counter()
                 ctx.in_flight = True
                 try:

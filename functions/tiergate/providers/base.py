@@ -26,6 +26,9 @@ class ProviderCall:
     timeout_s: float
     api_key: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: The gateway's request id (the usage record's): adapters that can send it as
+    #: ``x-request-id``, so an upstream's log and our ledger can be matched call by call.
+    request_id: str | None = None
 
 
 @runtime_checkable

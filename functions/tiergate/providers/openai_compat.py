@@ -101,6 +101,8 @@ class OpenAICompatProvider:
                    "accept": "text/event-stream" if stream else "application/json"}
         if call.api_key:
             headers["authorization"] = "Bearer " + call.api_key
+        if call.request_id:
+            headers["x-request-id"] = call.request_id
         if dep.extra_headers or call.extra_headers:
             extra = {**dep.extra_headers, **call.extra_headers}
             names = {k.lower() for k in extra}
