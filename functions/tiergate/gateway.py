@@ -241,8 +241,8 @@ class Gateway:
                     request_id=request_id, deployment=spec, prompt_tokens=p2, max_output_tokens=out2,
                     estimate_usd=est2)))
             cap = affordable_output(spec, a.tickets[-1].reserved_usd, a.prompt_reserved)
-            if cap is not None and cap < MIN_ANSWER_TOKENS:
-                return None  # this deployment's prompt alone would not fit the reservation
+            if cap is not None and cap < min(MIN_ANSWER_TOKENS, a.plan.needs.max_output_tokens or MIN_ANSWER_TOKENS):
+                return None  # on this deployment the reservation would not cover an answer worth having
             return cap_output(body, cap, spec.max_output_tokens)
 
         a.ctx.prepare = prepare

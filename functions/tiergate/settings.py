@@ -53,8 +53,17 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
 
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    #: How long a process trusts a looked-up virtual key: a revocation made elsewhere (the
+    #: CLI, another instance) applies here within this time. 0: look up on every request.
     key_cache_ttl_s: float = Field(5.0, ge=0)
     log_prompts: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_empty_master_key(self) -> Settings:
+        # An empty (or blank) key is a mistake, not a key: it must not count as set.
+        if self.master_key is not None and not self.master_key.get_secret_value().strip():
+            raise ValueError("TIERGATE_MASTER_KEY is set but empty: set a real key, or unset it")
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_production(self) -> Settings:

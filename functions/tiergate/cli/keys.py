@@ -45,6 +45,8 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=lambda s: [m for m in s.split(",") if m], dest="allowed_models",
                    help="allowed model names, comma separated")
     p.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
+    p.add_argument("--scopes", type=lambda s: [x for x in s.split(",") if x], dest="scopes",
+                   help="extra permissions, comma separated: usage:ingest (the edge agent's cloud key)")
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,6 +63,10 @@ def _show(vk: VirtualKey, **extra: Any) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> Any:
     settings = Settings()
+    if args.keys_command == "create" and settings.master_key is None:
+        print("tiergate keys: WARNING: TIERGATE_MASTER_KEY is not set, so a gateway with these settings accepts "
+              "any bearer token as the master: this key's limits bind only clients that choose to present it. "
+              "Set TIERGATE_MASTER_KEY on the gateway.", file=sys.stderr)
     store = open_store(settings, create_tables=settings.dynamodb_endpoint_url is not None)
     keys = KeyService(store, cache_ttl_s=0)
     try:
@@ -104,7 +110,8 @@ def add_keys_parser(subparsers: Any) -> None:
     u = ks.add_parser("update", help="change a key's limits")
     u.add_argument("key_id")
     _limit_flags(u)
-    r = ks.add_parser("revoke", help="revoke a key (takes effect within the key cache window)")
+    r = ks.add_parser("revoke", help="revoke a key (running gateways apply it within their key cache window, "
+                                     "TIERGATE_KEY_CACHE_TTL_S, 5 s by default)")
     r.add_argument("key_id")
     for p in (c, ls, sh, u, r):
         p.set_defaults(func=keys_command)

@@ -34,6 +34,7 @@ from typing import Any
 
 from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.errors import (
+    BudgetExceeded,
     DeadlineExceeded,
     GatewayError,
     UpstreamError,
@@ -245,6 +246,9 @@ class Executor:
                 if verdict:
                     self.circuits.record_success(did)
                 return spec, result, attempts
+        if last is None and attempts and all(a.outcome == "budget_skip" for a in attempts):
+            last = BudgetExceeded("The budget reservation cannot cover an answer on any deployment of this route; "
+                                  "lower the prompt or choose a cheaper model")
         if last is None:
             last = UpstreamUnavailable("no deployment to try")
         raise self._final(last, attempts)

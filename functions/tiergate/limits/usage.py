@@ -16,6 +16,7 @@ the same store call as the usage record.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,21 +77,50 @@ async def query(store: RecordStore, *, key_id: str | None = None, tenant: str | 
     elif tenant is not None:
         recs = await store.query_tenant(TABLE, tenant, ts_from=lo, ts_to=hi, limit=limit)
     else:
-        recs = [r for r in await store.scan(TABLE, limit=100_000)
-                if (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
+        recs = [r for r in await store.scan(TABLE, limit=100_000) if isinstance(r.get("ts"), str)
+                and (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
         recs.sort(key=lambda r: r["ts"])
     if tenant is not None:
         recs = [r for r in recs if r.get("tenant") == tenant]
     recs = [r for r in recs if (tier is None or r.get("tier") == tier) and (model is None or r.get("model") == model)]
-    return [{k: v for k, v in r.items() if k not in ("pk", "sk", "expires_at")} for r in recs[:limit]]
+    return [readable(r) for r in recs[:limit]]
+
+
+#: Numeric fields a summary adds up.
+_NUMERIC = ("prompt_tokens", "completion_tokens", "cost_usd", "reserved_usd", "latency_ms", "attempts", "tier")
+_MAX_TEXT = 1000
+
+
+def readable(rec: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as a read returns it: flat JSON scalars only (a nested or outsized
+    value, whoever wrote it, is dropped or cut), numbers finite -- so no stored record can
+    make a listing fail to render."""
+    out: dict[str, Any] = {}
+    for k, v in rec.items():
+        if k in ("pk", "sk", "expires_at") or not isinstance(k, str):
+            continue
+        if isinstance(v, bool) or v is None:
+            out[k] = v
+        elif isinstance(v, int | float):
+            out[k] = v if math.isfinite(v) and abs(v) < 1e18 else None
+        elif isinstance(v, str):
+            out[k] = v[:_MAX_TEXT]
+    for k in _NUMERIC:
+        if k in out and (isinstance(out[k], bool) or not isinstance(out[k], int | float | None)):
+            out[k] = None
+    return out
+
+
+def _num(v: Any) -> float:
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else 0
 
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": len(recs),
-        "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
-        "completion_tokens": sum(r.get("completion_tokens", 0) for r in recs),
-        "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in recs), 9),
+        "prompt_tokens": sum(_num(r.get("prompt_tokens")) for r in recs),
+        "completion_tokens": sum(_num(r.get("completion_tokens")) for r in recs),
+        "cost_usd": round(sum(_num(r.get("cost_usd")) for r in recs), 9),
     }
 
 

@@ -6,24 +6,42 @@ is a prefix of the digest, so authentication is one GetItem by hash and the admi
 finds a key by id with one Query. Records carry a ``version`` for optimistic updates.
 
 :class:`KeyCache` keeps looked-up records for ``ttl_s`` seconds (negative results too),
-so a revocation takes effect everywhere within that window.
+so a revocation takes effect everywhere within that window (``TIERGATE_KEY_CACHE_TTL_S``,
+5 s by default; the process that revokes forgets at once).
+
+A key may carry *scopes* beyond chat: ``usage:ingest`` lets it post usage records
+(``POST /v1/usage/ingest``: the edge agent's cloud key). Stored data never breaks a
+read: a record that no longer validates is skipped by listings (and logged), its
+``metadata`` dropped where the key itself is still sound.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tiergate.errors import Conflict, InvalidRequest, NotFound
+from tiergate.limits.json_limits import depth_of
 from tiergate.stores.base import Cond, ConditionFailed, RecordStore
+
+log = logging.getLogger(__name__)
 
 TABLE = "keys"
 SECRET_PREFIX = "sk-tg-"
+#: Scopes a key may be given.
+Scope = Literal["usage:ingest"]
+USAGE_INGEST: Scope = "usage:ingest"
+#: Key ``metadata``: nesting and size caps (it is stored on the key's record and rendered
+#: by every listing; DynamoDB allows 32 levels, a listing must never fail on it).
+METADATA_MAX_DEPTH = 8
+METADATA_MAX_BYTES = 8192
 
 
 def hash_secret(secret: str) -> str:
@@ -50,6 +68,21 @@ class KeyLimits(BaseModel):
     #: Epoch seconds after which the key stops working.
     valid_until: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Extra permissions (``usage:ingest``); None: chat only.
+    scopes: list[Scope] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if depth_of(v) > METADATA_MAX_DEPTH:
+            raise ValueError(f"metadata nests deeper than {METADATA_MAX_DEPTH} levels")
+        try:
+            size = len(orjson.dumps(v))
+        except TypeError as e:
+            raise ValueError(f"metadata is not JSON: {e}") from None
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is {size} bytes of JSON, more than {METADATA_MAX_BYTES}")
+        return v
 
     @field_validator("allowed_tiers")
     @classmethod
@@ -90,8 +123,24 @@ def _to_record(k: VirtualKey, digest: str) -> dict[str, Any]:
 
 
 def _from_record(rec: dict[str, Any]) -> VirtualKey:
+    """The stored key; a record whose ``metadata`` no longer validates (written before the
+    caps) keeps working without it. Raises ``ValidationError`` for an unusable record."""
     body = {k: v for k, v in rec.items() if k not in ("pk", "sk", "expires_at")}
-    return VirtualKey.model_validate(body)
+    try:
+        return VirtualKey.model_validate(body)
+    except ValidationError as e:
+        if "metadata" in body and any(err["loc"][:1] == ("metadata",) for err in e.errors()):
+            log.warning("key %s: stored metadata is invalid and is ignored", body.get("key_id"))
+            return VirtualKey.model_validate({**body, "metadata": {"_invalid": "stored metadata was dropped"}})
+        raise
+
+
+def _listable(rec: dict[str, Any]) -> VirtualKey | None:
+    try:
+        return _from_record(rec)
+    except (ValidationError, ValueError, TypeError):
+        log.warning("skipping an unreadable key record %r", str(rec.get("pk"))[:40])
+        return None
 
 
 class KeyService:
@@ -125,7 +174,7 @@ class KeyService:
         return (await self._find(key_id))[0]
 
     async def list(self, *, tenant: str | None = None, limit: int = 1000) -> list[VirtualKey]:
-        keys = [_from_record(r) for r in await self._store.scan(TABLE, limit=limit)]
+        keys = [k for k in map(_listable, await self._store.scan(TABLE, limit=limit)) if k is not None]
         return sorted((k for k in keys if tenant is None or k.tenant == tenant), key=lambda k: k.created_at)
 
     async def update(self, key_id: str, patch: dict[str, Any], *, revoke: bool = False) -> VirtualKey:

@@ -22,6 +22,13 @@ def _deployments(services: ServicesDep) -> list[dict[str, Any]]:
     return out
 
 
+def _auth(services: ServicesDep) -> dict[str, Any]:
+    if services.settings.master_key is not None:
+        return {"master_key": True}
+    return {"master_key": False, "warning": "no TIERGATE_MASTER_KEY: any bearer token is the master, so virtual "
+                                            "keys bind only the clients that present them (loopback only)"}
+
+
 @router.get("/health")
 async def health(services: ServicesDep) -> dict[str, Any]:
     deps = _deployments(services)
@@ -32,6 +39,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "available_models": sorted({d["model"] for d in usable}),
         "deployments": deps,
         "circuits": services.circuits.snapshot(),
+        "auth": _auth(services),
     }
     for src in services.health_sources:
         out.update(src.health_info())

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
 
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, StoreDep, int_param
 from tiergate.api.responses import JSONResponse
 from tiergate.errors import InvalidRequest, PermissionDenied
 from tiergate.limits import usage
+from tiergate.limits.admission import Principal
 from tiergate.limits.budgets import period_bounds
+from tiergate.limits.virtual_keys import USAGE_INGEST
 from tiergate.stores.base import Cond, ConditionFailed
 
 router = APIRouter()
@@ -44,22 +57,59 @@ async def get_usage(store: StoreDep, principal: PrincipalDep, period: str = "mon
     return JSONResponse({"object": "list", "period": period, "summary": usage.summarize(recs), "data": recs})
 
 
+#: Printable ASCII: ids, names and codes in ingested records.
+_PRINTABLE = r"^[\x20-\x7e]+$"
+_TS_MIN = 1_577_836_800  # 2020-01-01: no record can be older than the product
+_MAX_TOKENS = 10_000_000
+_MAX_COST = 100.0        # per record: an edge's local request costs cents at most
+
+
+def _epoch(v: float | str) -> float:
+    """``ts`` as epoch seconds: a number, or an ISO 8601 time; 400 outside 2020..tomorrow."""
+    if isinstance(v, str):
+        try:
+            d = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("ts must be epoch seconds or an ISO 8601 time") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=UTC)
+        v = d.timestamp()
+    if not _TS_MIN <= v <= time.time() + 86400:
+        raise ValueError("ts must be a time between 2020-01-01 and tomorrow")
+    return float(v)
+
+
+Text = Annotated[str, StringConstraints(strict=True, max_length=256, pattern=_PRINTABLE)]
+
+
 class IngestRecord(BaseModel):
-    """One usage record from an edge agent (its local requests), keyed by its own ``id``."""
+    """One usage record from an edge agent (its local requests), keyed by its own ``id``.
+    Strict: known fields only, JSON types as documented, values in range."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=200)
-    ts: float | str
-    model: str | None = None
-    tier: int | None = Field(None, ge=0, le=4)
-    prompt_tokens: int = Field(0, ge=0)
-    completion_tokens: int = Field(0, ge=0)
-    cost_usd: float = Field(0.0, ge=0)
-    latency_ms: float | None = None
-    outcome: str | None = None
-    device: str | None = None
-    source: str = "edge"
+    id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200, pattern=_PRINTABLE)]
+    ts: Annotated[float, Strict()] | StrictStr
+    source: Literal["edge"] = "edge"
+    device: Text | None = None
+    model: Text | None = None
+    tier: StrictInt | None = Field(None, ge=0, le=4)
+    prompt_tokens: StrictInt = Field(0, ge=0, le=_MAX_TOKENS)
+    completion_tokens: StrictInt = Field(0, ge=0, le=_MAX_TOKENS)
+    cost_usd: Annotated[float, Strict()] = Field(0.0, ge=0, le=_MAX_COST)
+    latency_ms: Annotated[float, Strict()] | None = Field(None, ge=0, le=86_400_000)
+    attempts: StrictInt | None = Field(None, ge=0, le=100)
+    outcome: Annotated[str, StringConstraints(strict=True, max_length=64, pattern=r"^[a-z0-9_:.-]+$")] | None = None
+    cache_hit: StrictBool = False
+    #: The edge's own (local) key and tenant: kept as ``edge_key_id`` / ``edge_tenant``;
+    #: the record belongs to the cloud key that sends it.
+    key_id: Text | None = None
+    tenant: Text | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _ts(cls, v: float | str) -> float:
+        return _epoch(v)
 
 
 class IngestBatch(BaseModel):
@@ -68,17 +118,26 @@ class IngestBatch(BaseModel):
     records: list[IngestRecord] = Field(max_length=1000)
 
 
+def _may_ingest(principal: Principal) -> bool:
+    key = principal.metadata.get("key")
+    return principal.is_master or bool(key is not None and key.scopes and USAGE_INGEST in key.scopes)
+
+
 @router.post("/v1/usage/ingest")
 async def ingest_usage(request: Request, store: StoreDep, principal: PrincipalDep) -> JSONResponse:
-    """Edge agents sync their local usage here when online. Idempotent per record ``id``:
-    a record already ingested is counted as a duplicate, never stored twice."""
-    batch = validate(IngestBatch, await read_json(request, 4 * 1024 * 1024))
+    """Edge agents sync their local usage here when online. Only keys with the
+    ``usage:ingest`` scope (and the master) may. Idempotent per record ``id``: a record
+    already ingested is counted as a duplicate, never stored twice."""
+    if not _may_ingest(principal):
+        raise PermissionDenied("This API key may not ingest usage: it needs the 'usage:ingest' scope")
+    batch = validate(IngestBatch, await read_json(request, 4 * 1024 * 1024, max_depth=4))
     accepted = duplicates = 0
     for r in batch.records:
-        ts = r.ts if isinstance(r.ts, str) else usage.iso(r.ts)
-        rec = {**r.model_dump(), "pk": principal.key_id, "sk": f"{ts}#edge:{r.id}", "ts": ts,
-               "request_id": r.id, "key_id": principal.key_id, "tenant": principal.tenant,
-               "expires_at": int(time.time()) + 400 * 86400}
+        ts = usage.iso(float(r.ts))
+        fields = r.model_dump(exclude={"key_id", "tenant", "ts"})
+        rec = {**fields, "edge_key_id": r.key_id, "edge_tenant": r.tenant, "pk": principal.key_id,
+               "sk": f"{ts}#edge:{r.id}", "ts": ts, "request_id": r.id, "key_id": principal.key_id,
+               "tenant": principal.tenant, "charged": "actual", "expires_at": int(time.time()) + 400 * 86400}
         try:
             # Condition "absent": the same record id (and time) arriving again is a replay.
             await store.put("usage", rec, Cond(absent=True))
