@@ -9,7 +9,9 @@ attempt, so a job whose attempt was cut off by a crash (sent, result not yet rec
 is replayed by the cloud instead of re-executed. Locally a job moves
 queued -> running (claimed under a lease) -> done | failed, and every transition is a
 conditional UPDATE on the current state and lease owner, so a result is recorded once
-even if two drainers (or a restarted process) race on the same row.
+even if two drainers (or a restarted process) race on the same row. A job put back after
+a transient failure waits until its ``next_attempt_at`` (per-job backoff), and a claim
+skips it meanwhile, so one stuck job never holds up the jobs behind it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until  REAL,
     created      REAL NOT NULL,
     updated      REAL NOT NULL,
-    completed    REAL
+    completed    REAL,
+    next_attempt_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (status, created);
 """
@@ -101,6 +104,9 @@ class JobStore:
             # FULL: a commit is on disk before we answer 202 (WAL's default NORMAL may lose it on power loss).
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            cols = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "next_attempt_at" not in cols:  # a queue file from before per-job backoff
+                self._db.execute("ALTER TABLE jobs ADD COLUMN next_attempt_at REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -128,22 +134,23 @@ class JobStore:
         return _row_to_job(row) if row else None
 
     def claim(self, owner: str, *, lease_s: float, limit: int = 1) -> list[Job]:
-        """Take up to ``limit`` jobs that are queued, or running under an expired lease
-        (their drainer died), oldest first."""
+        """Take up to ``limit`` jobs that are queued and due (not backing off), or running
+        under an expired lease (their drainer died), oldest first."""
         now = time.time()
+        due = "(status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))"
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 ids = [r["id"] for r in self._db.execute(
-                    "SELECT id FROM jobs WHERE status = 'queued' OR (status = 'running' AND lease_until < ?)"
-                    " ORDER BY created LIMIT ?", (now, limit))]
+                    f"SELECT id FROM jobs WHERE {due} OR (status = 'running' AND lease_until < ?)"
+                    " ORDER BY created LIMIT ?", (now, now, limit))]
                 for job_id in ids:
                     # Same condition as the SELECT, inside the same write transaction.
                     self._db.execute(
                         "UPDATE jobs SET status = 'running', lease_owner = ?, lease_until = ?,"
                         " attempts = attempts + 1, updated = ? WHERE id = ?"
-                        " AND (status = 'queued' OR (status = 'running' AND lease_until < ?))",
-                        (owner, now + lease_s, now, job_id, now))
+                        f" AND ({due} OR (status = 'running' AND lease_until < ?))",
+                        (owner, now + lease_s, now, job_id, now, now))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -171,12 +178,15 @@ class JobStore:
             " lease_until = NULL, updated = ?, completed = ? WHERE id = ? AND status = 'running' AND lease_owner = ?",
             (json.dumps(error), http_status, now, now, job_id, owner))
 
-    def release(self, job_id: str, owner: str, error: dict[str, Any] | None = None) -> bool:
-        """Back to queued (a transient failure); only the lease holder may."""
+    def release(self, job_id: str, owner: str, error: dict[str, Any] | None = None, *,
+                delay_s: float = 0.0) -> bool:
+        """Back to queued (a transient failure), not to be claimed for ``delay_s``; only
+        the lease holder may."""
+        now = time.time()
         return self._transition(
-            "UPDATE jobs SET status = 'queued', error = ?, lease_owner = NULL, lease_until = NULL, updated = ?"
-            " WHERE id = ? AND status = 'running' AND lease_owner = ?",
-            (json.dumps(error) if error else None, time.time(), job_id, owner))
+            "UPDATE jobs SET status = 'queued', error = ?, lease_owner = NULL, lease_until = NULL, updated = ?,"
+            " next_attempt_at = ? WHERE id = ? AND status = 'running' AND lease_owner = ?",
+            (json.dumps(error) if error else None, now, now + delay_s if delay_s > 0 else None, job_id, owner))
 
     def recover(self) -> int:
         """At start-up: jobs left running by a dead process go back to the queue.
@@ -235,8 +245,8 @@ class JobQueue:
     async def fail(self, job_id: str, error: dict[str, Any], http_status: int | None = None) -> bool:
         return await asyncio.to_thread(self.store.fail, job_id, self.owner, error, http_status)
 
-    async def release(self, job_id: str, error: dict[str, Any] | None = None) -> bool:
-        return await asyncio.to_thread(self.store.release, job_id, self.owner, error)
+    async def release(self, job_id: str, error: dict[str, Any] | None = None, *, delay_s: float = 0.0) -> bool:
+        return await asyncio.to_thread(lambda: self.store.release(job_id, self.owner, error, delay_s=delay_s))
 
     async def counts(self) -> dict[str, int]:
         return await asyncio.to_thread(self.store.counts)

@@ -100,7 +100,8 @@ def build_services(
         # background settlements and closes it.
         admission = StoreAdmission(settings, catalog, store, keys=virtual_keys, owns_store=True)
         cfg = catalog.budgets
-        idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
+        idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s,
+                                  lease_s=cfg.idempotency_lease_s)
     if remote_cascade is None and settings.cascade_state_machine_arn:
         from tiergate.aws.step_functions import StepFunctionsCascade
 

@@ -303,7 +303,8 @@ class Gateway:
         if isinstance(got, Hit):
             return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers))
         try:
-            done = await self._complete(req, principal)
+            async with idem.keep(got):  # the lease lives while this request does
+                done = await self._complete(req, principal)
         except BaseException:
             await idem.fail(got)
             raise

@@ -36,7 +36,7 @@ class Cloud:
     def start(self) -> None:
         self.starts += 1
         env = {"TIERGATE_DATA_DIR": str(self.tmp / "cloud-data"), "TIERGATE_ENVIRONMENT": "test",
-               "PYTHONPATH": os.getcwd()}
+               "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), os.getcwd()]))}
         self.proc = spawn([sys.executable, "-m", "tiergate.cli", "serve", "--config", str(self.catalog),
                            "--port", str(self.port), "--host", "127.0.0.1"],
                           log=self.tmp / f"cloud-{self.starts}.log", env=env)

@@ -106,7 +106,7 @@ def test_cloud_stopped_fallback_deferral_then_recovery_and_drain(edge_agent, clo
 def _agent_proc(tmp: Path, tiny: Path, cloud_url: str, port: int, n: int):
     env = {"TIERGATE_DATA_DIR": str(tmp / "agent-data"), "TIERGATE_EDGE_PROBE_BACKOFF_MIN_S": "0.2",
            "TIERGATE_EDGE_PROBE_BACKOFF_MAX_S": "0.5", "TIERGATE_EDGE_PROBE_INTERVAL_S": "1",
-           "PYTHONPATH": os.getcwd()}
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), os.getcwd()]))}
     p = spawn([sys.executable, "-m", "tiergate.cli", "edge", "--model", str(tiny), "--cloud", cloud_url,
                "--port", str(port), "--threads", "1"], log=tmp / f"agent-{n}.log", env=env)
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, timeout=30,

@@ -48,7 +48,7 @@ async def test_failure_releases_the_key(store):
 
 async def test_stale_lock_expires_and_slow_owner_cannot_overwrite(store):
     t = [1_900_000_000.0]
-    idem = Idempotency(store, lock_ttl_s=30, clock=lambda: t[0])
+    idem = Idempotency(store, lease_s=30, clock=lambda: t[0])
     slow = await idem.begin("k", "key-2", H1)
     t[0] += 31  # ... its request died; the lock expires
     fresh = await idem.begin("k", "key-2", H1)
@@ -56,6 +56,26 @@ async def test_stale_lock_expires_and_slow_owner_cannot_overwrite(store):
     await idem.complete(slow, 500, {"late": True})  # not the owner any more: ignored
     await idem.complete(fresh, 200, {"ok": True})
     assert await idem.begin("k", "key-2", H1) == Hit(200, {"ok": True}, {})
+
+
+async def test_lease_is_kept_while_the_holder_lives_and_lost_soon_after_it_dies(store):
+    """Finding 8: an in-progress record used to block its key for 10 minutes after its
+    process died. It is a short lease now, renewed while the request runs."""
+    idem = Idempotency(store, lease_s=1.0)
+    live = await idem.begin("k", "lease-live", H1)
+    async with idem.keep(live):
+        await asyncio.sleep(2.5)  # longer than the lease: the renewal keeps it
+        with pytest.raises(Conflict) as e:
+            await idem.begin("k", "lease-live", H1)
+        assert 1 <= int(e.value.headers["retry-after"]) <= 2
+    await idem.complete(live, 200, {"ok": 1})
+    assert await idem.begin("k", "lease-live", H1) == Hit(200, {"ok": 1}, {})
+
+    await idem.begin("k", "lease-dead", H1)  # ... and its process is killed: no renewal
+    with pytest.raises(Conflict):
+        await idem.begin("k", "lease-dead", H1)
+    await asyncio.sleep(2.2)
+    assert isinstance(await idem.begin("k", "lease-dead", H1), Started)
 
 
 async def test_duplicate_waits_for_the_first(store):

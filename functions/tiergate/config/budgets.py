@@ -55,6 +55,9 @@ class BudgetsConfig(Strict):
     idempotency_ttl_s: int = Field(24 * 3600, ge=60)
     #: How long a duplicate waits for the first request before getting 409.
     idempotency_wait_s: float = Field(0.0, ge=0, le=600)
+    #: The first request's in-progress lease, renewed while it runs: a dead holder's key
+    #: is free again within this time.
+    idempotency_lease_s: float = Field(15.0, ge=1, le=600)
 
     @field_validator("tier_allocations")
     @classmethod

@@ -4,11 +4,14 @@ The Powertools idempotency shape on our record store: one record per (caller, ke
 the ``idempotency`` table, ``status`` = ``in_progress`` | ``completed``.
 
 * :meth:`Idempotency.begin` writes ``in_progress`` with the condition "absent or
-  expired" (a stale lock -- its request died -- expires after ``lock_ttl_s``). Exactly one
-  concurrent duplicate wins; the others find the record: ``completed`` with the same
-  request hash -> :class:`Hit` (the stored response); a different hash -> 409 (the key
-  was reused for another request); ``in_progress`` -> wait up to ``wait_s`` for it to
-  complete, then 409.
+  expired". Exactly one concurrent duplicate wins; the others find the record:
+  ``completed`` with the same request hash -> :class:`Hit` (the stored response); a
+  different hash -> 409 (the key was reused for another request); ``in_progress`` ->
+  wait up to ``wait_s`` for it to complete, then 409 with ``Retry-After``.
+* The ``in_progress`` record is a **lease** of ``lease_s`` (15 s by default), renewed by
+  :meth:`keep` while its request runs: a holder that dies (``kill -9``) stops renewing,
+  and its lease is lost within ``lease_s`` -- a retry then takes the key over, instead of
+  getting 409 for the ten minutes a fixed lock would last.
 * :meth:`complete` stores the response, conditional on still owning the lock (token).
 * :meth:`fail` deletes the lock (same condition) so the client may retry.
 
@@ -26,11 +29,12 @@ Call site (chat route)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +66,11 @@ class Started:
 
 
 class Idempotency:
-    def __init__(self, store: RecordStore, *, ttl_s: int = 86400, lock_ttl_s: int = 600,
+    def __init__(self, store: RecordStore, *, ttl_s: int = 86400, lease_s: float = 15.0,
                  wait_s: float = 0.0, poll_s: float = 0.1, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self.ttl_s = ttl_s
-        self.lock_ttl_s = lock_ttl_s
+        self.lease_s = lease_s
         self.wait_s = wait_s
         self.poll_s = poll_s
         self._clock = clock
@@ -79,8 +83,7 @@ class Idempotency:
         while True:
             now = int(self._clock())
             token = uuid.uuid4().hex
-            rec = {"pk": pk, "sk": SK, "status": "in_progress", "token": token,
-                   "request_hash": request_hash, "expires_at": now + self.lock_ttl_s}
+            rec = self._lease_record(pk, token, request_hash, now)
             try:
                 # Condition "absent or expired": only one duplicate takes the lock; an
                 # expired lock or old response no longer blocks the key.
@@ -97,9 +100,36 @@ class Idempotency:
             if cur.get("status") == "completed":
                 return Hit(int(cur["response_status"]), cur["response_body"], dict(cur.get("response_headers") or {}))
             if self._clock() >= deadline:
+                left = max(1, int(float(cur.get("expires_at") or 0) - self._clock() + 0.999))
                 raise Conflict("A request with this Idempotency-Key is still in progress; retry later",
-                               param="Idempotency-Key")
+                               param="Idempotency-Key", headers={"retry-after": str(min(left, 60))})
             await asyncio.sleep(self.poll_s)
+
+    def _lease_record(self, pk: str, token: str, request_hash: str, now: float) -> dict[str, Any]:
+        # expires_at is whole seconds (the TTL attribute): round the lease up.
+        return {"pk": pk, "sk": SK, "status": "in_progress", "token": token, "request_hash": request_hash,
+                "expires_at": int(now + self.lease_s + 0.999)}
+
+    @contextlib.asynccontextmanager
+    async def keep(self, started: Started) -> AsyncIterator[None]:
+        """Renew ``started``'s lease every third of ``lease_s`` while the block runs."""
+        task = asyncio.create_task(self._renew(started), name="tiergate-idempotency-lease")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _renew(self, started: Started) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.lease_s / 3))
+            rec = self._lease_record(started.pk, started.token, started.request_hash, self._clock())
+            try:
+                # Condition "still our lease, still in progress": never revive a lease that
+                # was lost and taken over, nor overwrite a completed response.
+                await self._store.put(TABLE, rec, Cond(equals={"token": started.token, "status": "in_progress"}))
+            except ConditionFailed:
+                return
 
     async def complete(self, started: Started, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         rec = {"pk": started.pk, "sk": SK, "status": "completed", "token": started.token,
