@@ -33,8 +33,9 @@ def test_context_window_is_respected(client):
     long = "def f():\n    return 1\n" * 600
     raw = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "fix this python code:\n" + long}])
-    assert raw.headers["x-tiergate-tier"] != "0"
-    assert "context" in raw.headers["x-tiergate-route-reason"] or raw.headers["x-tiergate-tier"] == "1"
+    assert raw.headers["x-tiergate-tier"] == "1"
+    reason = raw.headers["x-tiergate-route-reason"]
+    assert "tier 0 had no usable deployment (cheap-coder: context 2000 too small" in reason, reason
 
 
 def test_route_dry_run_calls_no_model(gw, sim):
@@ -60,7 +61,8 @@ def test_generate_and_code(gw, sim):
     r = httpx.post(gw[0] + "/generate", json={"prompt": "Tell me about tides", "task_type": "general"})
     body = r.json()
     assert r.status_code == 200
-    assert body["response"] == "echo: Tell me about tides [model=fast-a]" or body["model_used"] == "fast-b"
+    wire = {"fast": "fast-a", "fast-b": "fast-b"}[body["model_used"]]  # tier 1 balances over both
+    assert body["response"] == f"echo: Tell me about tides [model={wire}]"
     assert body["tier_used"] == 1 and body["cost_usd"] > 0
     r = httpx.post(gw[0] + "/generate", json={"prompt": "anything", "preferred_tier": 3})
     assert r.json()["model_used"] == "premium"

@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from tiergate.config import pricing
 from tiergate.config.adapters import ADAPTERS, Adapter
-from tiergate.config.base import MAX_TIER, Capability, Strict, TaskType, Tier
+from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import InvalidRequest
@@ -140,11 +140,11 @@ class Catalog(Strict):
         out: dict[str, list[ModelSpec]] = {}
         for m in self.models:
             out.setdefault(m.name, []).append(m)
-        return {k: tuple(v) for k, v in out.items()}
+        return FrozenDict({k: tuple(v) for k, v in out.items()})
 
     @cached_property
     def by_id(self) -> dict[str, ModelSpec]:
-        return {m.deployment_id: m for m in self.models}
+        return FrozenDict({m.deployment_id: m for m in self.models})
 
     def tiers(self) -> list[int]:
         return sorted({m.tier for m in self.models})

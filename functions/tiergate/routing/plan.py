@@ -143,7 +143,8 @@ class Router:
             raise self._nothing_fits(requested, needs, skipped)
         notes = [why]
         if first != tier:
-            notes.append(f"tier {tier} had no usable deployment; using tier {first}")
+            why_not = "; ".join(f"{d}: {w}" for d, w in skipped if self.catalog.by_id[d].tier == tier)
+            notes.append(f"tier {tier} had no usable deployment ({why_not or 'none configured'}); using tier {first}")
         if max_tier is not None and tier > max_tier:
             notes.append(f"capped at tier {max_tier} by budget")
         notes.append(f"chose {chain[0].name}")

@@ -69,3 +69,30 @@ def test_packaged_default_catalog_loads():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load(tmp_path / "nope.yaml")
+
+
+def test_the_catalog_is_deeply_immutable():
+    from tiergate.config import catalog as catalog_mod
+
+    cat = catalog_mod.parse("""
+models:
+  - {name: a, model: openai/a, tier: 1, extra_headers: {x-a: "1"}}
+aliases: {w: a}
+routing: {keywords: {coding: [terraform]}}
+cascades: {default: {tiers: [1], models: [a]}}
+""", source="t")
+    mutations = [
+        lambda: cat.aliases.__setitem__("x", "a"),
+        lambda: cat.routing.task_tiers.update({"coding": 3}),
+        lambda: cat.routing.keywords["coding"].append("helm"),
+        lambda: cat.cascades["default"].models.append("b"),
+        lambda: cat.models[0].extra_headers.pop("x-a"),
+        lambda: cat.groups.clear(),
+        lambda: cat.by_id.setdefault("b", cat.models[0]),
+    ]
+    for mutate in mutations:
+        with pytest.raises(TypeError, match="immutable"):
+            mutate()
+    with pytest.raises(ValueError):
+        cat.models[0].tier = 2  # frozen models, as before
+    assert cat.model_dump()["aliases"] == {"w": "a"}  # still plain data for serialization
