@@ -69,3 +69,72 @@ def test_packaged_default_catalog_loads():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load(tmp_path / "nope.yaml")
+
+
+BROKEN = """\
+models:
+  - name: a
+    model: openai/x
+    tier: 1
+    adpter: litellm
+  - name: b
+    model: m
+    tier: 9
+    adapter: litelm
+routing:
+  context_hedroom: 0.1
+"""
+
+
+def test_every_problem_at_once_with_file_line_and_a_suggestion():
+    with pytest.raises(CatalogError) as ei:
+        parse(BROKEN, source="cat.yaml")
+    msg = str(ei.value)
+    assert "(4 problems)" in msg
+    assert "cat.yaml:5: models.0.adpter: Extra inputs are not permitted (did you mean 'adapter'?)" in msg
+    assert "cat.yaml:8: models.1.tier:" in msg
+    assert "cat.yaml:9: models.1.adapter:" in msg and "(did you mean 'litellm'?)" in msg
+    assert "cat.yaml:11: routing.context_hedroom:" in msg and "(did you mean 'context_headroom'?)" in msg
+
+
+def test_yaml_errors_name_the_file_and_line():
+    with pytest.raises(CatalogError) as ei:
+        parse("models:\n  - name: a\n    tier: [1\n", source="cat.yaml")
+    assert str(ei.value).startswith("cat.yaml:4:") and "<unicode string>" not in str(ei.value)
+
+
+def test_cross_reference_problems_come_together_with_lines():
+    text = ("models: [{name: alpha, model: m, tier: 1}]\naliases:\n  x: alpah\n  y: nowhere\n"
+            "routing:\n  auto_cascade: {coding: default}\n")
+    with pytest.raises(CatalogError) as ei:
+        parse(text, source="c.yaml")
+    msg = str(ei.value)
+    assert "(3 problems)" in msg
+    assert "c.yaml:3: alias 'x' points to unknown model 'alpah' (did you mean 'alpha'?)" in msg
+    assert "c.yaml:4: alias 'y'" in msg
+    assert "c.yaml:6: routing.auto_cascade.coding names unknown cascade policy 'default'" in msg
+
+
+def test_config_check_reports_a_local_model_file_that_does_not_exist(tmp_path, capsys):
+    from tiergate.cli import main
+
+    f = tmp_path / "c.yaml"
+    f.write_text(f"models: [{{name: local, model: {tmp_path}/none.gguf, adapter: llama-cpp, tier: 0}}]\n")
+    assert main(["config", "check", str(f)]) == 1
+    assert "none.gguf does not exist" in capsys.readouterr().err
+    f.write_text("models: [{name: local, model: 'bundled:smollm2-135m', adapter: llama-cpp, tier: 0}]\n")
+    assert main(["config", "check", str(f)]) == 0
+
+
+def test_the_readme_complete_example_passes_config_check(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    from tiergate.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("A complete example"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    f = tmp_path / "example.yaml"
+    f.write_text(example.replace("/models/qwen2.5-coder-1.5b-q4_k_m.gguf", "bundled:smollm2-135m"))
+    assert main(["config", "check", str(f)]) == 0, capsys.readouterr().err
