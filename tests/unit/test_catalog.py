@@ -133,8 +133,35 @@ def test_the_readme_complete_example_passes_config_check(tmp_path, capsys):
     from tiergate.cli import main
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("A complete example"):]
+    section = readme[readme.index("complete example (it passes"):]
     example = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     f = tmp_path / "example.yaml"
     f.write_text(example.replace("/models/qwen2.5-coder-1.5b-q4_k_m.gguf", "bundled:smollm2-135m"))
     assert main(["config", "check", str(f)]) == 0, capsys.readouterr().err
+
+
+def test_prices_come_from_the_shipped_snapshot_without_litellm(monkeypatch):
+    # Finding 3: without litellm every cloud model showed $0.00 and no context window.
+    from tiergate.config import pricing
+
+    monkeypatch.setattr(pricing, "litellm_cost_map_path", lambda: None)
+    pricing._cost_map.cache_clear()
+    try:
+        cat = load()
+        mini = cat.by_id["gpt-4o-mini"]
+        assert (mini.input_cost_per_mtok, mini.output_cost_per_mtok, mini.context_window) == (0.15, 0.6, 128000)
+        assert all(m.price_known and m.context_window for m in cat.models)
+        assert pricing.snapshot_version() == "1.106.2"
+    finally:
+        pricing._cost_map.cache_clear()
+
+
+def test_an_unpriced_model_is_unknown_not_free_and_refused_under_a_budget():
+    cat = parse("models: [{name: x, model: acme/unheard-of-model, tier: 1}]", source="t")
+    assert cat.models[0].input_cost_per_mtok is None and not cat.models[0].price_known
+    with pytest.raises(CatalogError, match="no known price for 'acme/unheard-of-model' and a budget"):
+        parse("models: [{name: x, model: acme/unheard-of-model, tier: 1}]\nbudgets: {global: {daily_usd: 5}}",
+              source="t")
+    priced = parse("models: [{name: x, model: acme/m, tier: 1, input_cost_per_mtok: 1, output_cost_per_mtok: 2}]\n"
+                   "budgets: {global: {daily_usd: 5}}", source="t")
+    assert priced.models[0].price_known

@@ -2,8 +2,8 @@
 
 Two stages, as in TensorZero: :class:`CatalogFile` is the raw YAML shape (unknown
 fields rejected), :func:`resolve` turns it into the frozen runtime :class:`Catalog`
-(deployment ids assigned, prices and context windows filled from LiteLLM's cost map
-where the file is silent, aliases checked).
+(deployment ids assigned, prices and context windows filled from the shipped price
+snapshot (:mod:`tiergate.config.pricing`) where the file is silent, aliases checked).
 
 A packaged default catalog (``default_catalog.yaml``) serves when no file is given;
 a user file replaces it (``--config`` / ``TIERGATE_CONFIG``).
@@ -66,6 +66,10 @@ class ModelSpec(Strict):
             return self.upstream_model
         # LiteLLM's convention: "openai/<name>" on a custom api_base sends "<name>".
         return self.model.removeprefix("openai/")
+
+    @property
+    def price_known(self) -> bool:
+        return self.input_cost_per_mtok is not None and self.output_cost_per_mtok is not None
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * (self.input_cost_per_mtok or 0.0)
@@ -163,14 +167,17 @@ class Catalog(Strict):
 
 
 def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
-    """Assign the id and fill prices/limits from LiteLLM's cost map where the file is silent."""
+    """Assign the id and fill prices/limits from the price snapshot where the file is silent.
+    A hosted model nobody knows the price of keeps ``None`` (shown as unknown, never $0);
+    a local one (an adapter without a cost map) costs nothing."""
     defaults = ADAPTERS[spec.adapter]
     known = pricing.lookup(spec.model) if defaults.uses_cost_map else None
+    free = None if defaults.uses_cost_map else 0.0
     upd: dict[str, Any] = {"id": spec.id or deployment_id}
     if spec.input_cost_per_mtok is None:
-        upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else 0.0
+        upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else free
     if spec.output_cost_per_mtok is None:
-        upd["output_cost_per_mtok"] = known.output_cost_per_mtok if known else 0.0
+        upd["output_cost_per_mtok"] = known.output_cost_per_mtok if known else free
     if spec.context_window is None and known and known.context_window:
         upd["context_window"] = known.context_window
     if spec.max_output_tokens is None and known and known.max_output_tokens:
@@ -178,6 +185,11 @@ def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
     if spec.capabilities is None:
         upd["capabilities"] = known.capabilities if known and known.capabilities else defaults.capabilities
     return spec.model_copy(update=upd)
+
+
+def _budgeted(b: BudgetsConfig) -> bool:
+    scopes = [b.global_, b.tenant_defaults, *b.tenants.values()]
+    return any(x is not None for s in scopes for x in (s.max_cost_per_request_usd, s.daily_usd, s.monthly_usd))
 
 
 class CatalogProblems(ValueError):
@@ -205,6 +217,12 @@ def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
     for n, i in enumerate(ids):
         if ids.count(i) > 1 and ids.index(i) != n:
             problems.append((("models", n, "id"), f"models.{n}: duplicate deployment id {i!r}"))
+    if _budgeted(raw.budgets):
+        for n, m in enumerate(models):
+            if m.input_cost_per_mtok is None or m.output_cost_per_mtok is None:
+                problems.append((("models", n), f"models.{n} ({m.name}): no known price for {m.model!r} and a budget "
+                                 "is configured: set input_cost_per_mtok and output_cost_per_mtok (billed at $0, "
+                                 "budgets would never charge it)"))
     names = {m.name for m in models}
     for alias, target in raw.aliases.items():
         if alias in names:
