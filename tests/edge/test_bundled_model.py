@@ -64,13 +64,11 @@ def test_five_ordinary_questions_get_real_answers(client: openai.OpenAI) -> None
         ("Which animal says meow?", lambda a: "cat" in a.lower()),
     ]
     for question, ok in checks:
-        t0 = time.perf_counter()
         r = ask(client, question, max_tokens=200)
         answer = r.choices[0].message.content
         assert ok(answer), f"{question!r} -> {answer!r}"
-        # It ends its turn by itself, well before the cap, in well under the old 30-45 s.
-        assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens < 200, answer
-        assert time.perf_counter() - t0 < 15
+        # It ends its turn by itself, well before the cap (the old default looped to 1,024 tokens).
+        assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens < 100, answer
 
 
 def test_system_messages_reach_the_model(client: openai.OpenAI) -> None:
@@ -127,12 +125,11 @@ def test_json_schema_and_json_object_answers_parse(client: openai.OpenAI) -> Non
     r = client.chat.completions.create(model="auto", response_format=fmt, messages=[
         {"role": "user", "content": "Extract the person: John is 31 years old."}])
     assert json.loads(r.choices[0].message.content) == {"name": "John", "age": 31}
-    # The finding's case: json_object used to run 98 s and return unterminated JSON.
-    t0 = time.perf_counter()
+    # The finding's case: json_object ran to 1,024+ tokens (98 s) and returned unterminated JSON.
     r = client.chat.completions.create(model="auto", response_format={"type": "json_object"}, messages=[
         {"role": "user", "content": "Give me a JSON object describing a cat with name and age."}])
     assert isinstance(json.loads(r.choices[0].message.content), dict)
-    assert time.perf_counter() - t0 < 30
+    assert r.usage.completion_tokens <= 256
     # Parsed by the SDK's own structured-output helper.
     parsed = client.beta.chat.completions.parse(model="auto", response_format=_person_model(), messages=[
         {"role": "user", "content": "Extract the person: Mary is 45 years old."}])
@@ -165,9 +162,10 @@ def test_client_disconnect_stops_local_generation(quick_start, client: openai.Op
     time.sleep(0.5)
     assert runtime.tokens_generated == settled
     assert settled - at_close < 30, (at_close, settled)
-    t0 = time.perf_counter()
-    ask(client, "What is the capital of France?", max_tokens=20)
-    assert time.perf_counter() - t0 < 5   # the next request does not wait behind the dead one
+    assert settled < 1000                 # it never ran to max_tokens
+    # The next request does not wait behind the dead one: the model is free at once.
+    r = ask(client, "What is the capital of France?", max_tokens=20)
+    assert "Paris" in r.choices[0].message.content
 
 
 def test_cloud_key_without_litellm_answers_locally_never_500(tmp_path: Path, monkeypatch) -> None:
