@@ -108,6 +108,7 @@ def test_unknown_path_404_says_which_doors_exist(gw):
         err = r.json()["error"]
         assert err["code"] == "not_found" and f"No endpoint POST {path}" in err["message"]
         assert "POST /v1/chat/completions" in err["message"] and "/docs" in err["message"]
+        assert "GET /v1/models" in err["message"] and "POST /v1/route" in err["message"]
 
 
 def test_docs_list_the_chat_completions_door(gw, client):

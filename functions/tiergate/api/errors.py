@@ -31,12 +31,9 @@ _MAIN_DOORS = ("/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/r
 
 def unknown_path_message(request: Request) -> str:
     """A 404 for a path no route serves: say which doors exist (and where the docs are)."""
-    doors: dict[str, set[str]] = {}
-    for r in request.app.routes:
-        path, methods = getattr(r, "path", None), getattr(r, "methods", None)
-        if not path or not methods or path.startswith(("/docs", "/openapi", "/redoc")):
-            continue
-        doors.setdefault(path, set()).update(m for m in methods if m != "HEAD")
+    # The OpenAPI document is the list of documented doors (FastAPI builds it once, then caches it).
+    paths = request.app.openapi().get("paths", {})
+    doors: dict[str, set[str]] = {p: {m.upper() for m in ops} for p, ops in paths.items()}
     order = [p for p in _MAIN_DOORS if p in doors] + sorted(p for p in doors if p not in _MAIN_DOORS)
     listed = ", ".join(f"{'/'.join(sorted(doors[p]))} {p}" for p in order[:14])
     more = f" and {len(order) - 14} more" if len(order) > 14 else ""
