@@ -95,3 +95,20 @@ models:
     r = httpx.post(url + "/v1/chat/completions", json={"model": "keyed", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 200 and r.headers["x-tiergate-model"] == "open"
     assert "NO_SUCH_KEY" in r.headers["x-tiergate-route-reason"]
+
+
+def test_a_capability_no_model_has_is_a_400_naming_it_also_in_the_dry_run(gw):
+    # Finding 4: a capability mismatch is the request's problem, not a retryable 503.
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}
+    for path in ("/v1/chat/completions", "/v1/route"):
+        r = httpx.post(gw[0] + path, json=body, timeout=30)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "capability_not_supported" and err["param"] == "response_format"
+        assert "json_schema" in err["message"] and err["tiergate"]["missing"] == ["json_schema"]
+    # An explicit model that lacks it, its fallbacks (tiers 0-1) too: 400 naming vision.
+    img = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    r = httpx.post(gw[0] + "/v1/chat/completions", timeout=30, json={"model": "cheap-coder", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is this?"}, img]}]})
+    assert r.status_code == 400 and r.json()["error"]["tiergate"]["missing"] == ["vision"]

@@ -96,3 +96,98 @@ cascades: {default: {tiers: [1], models: [a]}}
     with pytest.raises(ValueError):
         cat.models[0].tier = 2  # frozen models, as before
     assert cat.model_dump()["aliases"] == {"w": "a"}  # still plain data for serialization
+
+BROKEN = """\
+models:
+  - name: a
+    model: openai/x
+    tier: 1
+    adpter: litellm
+  - name: b
+    model: m
+    tier: 9
+    adapter: litelm
+routing:
+  context_hedroom: 0.1
+"""
+
+
+def test_every_problem_at_once_with_file_line_and_a_suggestion():
+    with pytest.raises(CatalogError) as ei:
+        parse(BROKEN, source="cat.yaml")
+    msg = str(ei.value)
+    assert "(4 problems)" in msg
+    assert "cat.yaml:5: models.0.adpter: Extra inputs are not permitted (did you mean 'adapter'?)" in msg
+    assert "cat.yaml:8: models.1.tier:" in msg
+    assert "cat.yaml:9: models.1.adapter:" in msg and "(did you mean 'litellm'?)" in msg
+    assert "cat.yaml:11: routing.context_hedroom:" in msg and "(did you mean 'context_headroom'?)" in msg
+
+
+def test_yaml_errors_name_the_file_and_line():
+    with pytest.raises(CatalogError) as ei:
+        parse("models:\n  - name: a\n    tier: [1\n", source="cat.yaml")
+    assert str(ei.value).startswith("cat.yaml:4:") and "<unicode string>" not in str(ei.value)
+
+
+def test_cross_reference_problems_come_together_with_lines():
+    text = ("models: [{name: alpha, model: m, tier: 1}]\naliases:\n  x: alpah\n  y: nowhere\n"
+            "routing:\n  auto_cascade: {coding: default}\n")
+    with pytest.raises(CatalogError) as ei:
+        parse(text, source="c.yaml")
+    msg = str(ei.value)
+    assert "(3 problems)" in msg
+    assert "c.yaml:3: alias 'x' points to unknown model 'alpah' (did you mean 'alpha'?)" in msg
+    assert "c.yaml:4: alias 'y'" in msg
+    assert "c.yaml:6: routing.auto_cascade.coding names unknown cascade policy 'default'" in msg
+
+
+def test_config_check_reports_a_local_model_file_that_does_not_exist(tmp_path, capsys):
+    from tiergate.cli import main
+
+    f = tmp_path / "c.yaml"
+    f.write_text(f"models: [{{name: local, model: {tmp_path}/none.gguf, adapter: llama-cpp, tier: 0}}]\n")
+    assert main(["config", "check", str(f)]) == 1
+    assert "none.gguf does not exist" in capsys.readouterr().err
+    f.write_text("models: [{name: local, model: 'bundled:smollm2-135m', adapter: llama-cpp, tier: 0}]\n")
+    assert main(["config", "check", str(f)]) == 0
+
+
+def test_the_readme_complete_example_passes_config_check(tmp_path, capsys):
+    import re
+    from pathlib import Path
+
+    from tiergate.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("complete example (it passes"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    f = tmp_path / "example.yaml"
+    f.write_text(example.replace("/models/qwen2.5-coder-1.5b-q4_k_m.gguf", "bundled:smollm2-135m"))
+    assert main(["config", "check", str(f)]) == 0, capsys.readouterr().err
+
+
+def test_prices_come_from_the_shipped_snapshot_without_litellm(monkeypatch):
+    # Finding 3: without litellm every cloud model showed $0.00 and no context window.
+    from tiergate.config import pricing
+
+    monkeypatch.setattr(pricing, "litellm_cost_map_path", lambda: None)
+    pricing._cost_map.cache_clear()
+    try:
+        cat = load()
+        mini = cat.by_id["gpt-4o-mini"]
+        assert (mini.input_cost_per_mtok, mini.output_cost_per_mtok, mini.context_window) == (0.15, 0.6, 128000)
+        assert all(m.price_known and m.context_window for m in cat.models)
+        assert pricing.snapshot_version() == "1.106.2"
+    finally:
+        pricing._cost_map.cache_clear()
+
+
+def test_an_unpriced_model_is_unknown_not_free_and_refused_under_a_budget():
+    cat = parse("models: [{name: x, model: acme/unheard-of-model, tier: 1}]", source="t")
+    assert cat.models[0].input_cost_per_mtok is None and not cat.models[0].price_known
+    with pytest.raises(CatalogError, match="no known price for 'acme/unheard-of-model' and a budget"):
+        parse("models: [{name: x, model: acme/unheard-of-model, tier: 1}]\nbudgets: {global: {daily_usd: 5}}",
+              source="t")
+    priced = parse("models: [{name: x, model: acme/m, tier: 1, input_cost_per_mtok: 1, output_cost_per_mtok: 2}]\n"
+                   "budgets: {global: {daily_usd: 5}}", source="t")
+    assert priced.models[0].price_known
