@@ -44,6 +44,8 @@ def lookup(model_id: str) -> KnownModel | None:
     if not isinstance(entry, dict):
         return None
     caps = set()
+    if entry.get("mode") == "embedding":
+        caps.add("embeddings")
     if entry.get("supports_function_calling"):
         caps.add("tools")
     if entry.get("supports_vision"):
