@@ -178,7 +178,7 @@ def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
     caps = spec.capabilities
     if caps is None:
         caps = known.capabilities if known and known.capabilities else defaults.capabilities
-    upd["capabilities"] = frozenset(caps) | native_dialects(spec)
+    upd["capabilities"] = frozenset(caps) | (native_dialects(spec) if "embeddings" not in caps else frozenset())
     return spec.model_copy(update=upd)
 
 

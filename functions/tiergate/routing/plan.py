@@ -127,8 +127,13 @@ class Router:
             return RoutePlan(mode="cascade", requested=req.ref.requested, task=task, needs=req.needs,
                              cascade_policy=policy,
                              reason=f"auto: task={task.task_type} difficulty={task.difficulty} -> cascade '{policy}'")
-        wanted = auto_tier(self.catalog, task)
-        why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
+        if req.operation == "embeddings":
+            # No task to classify: the cheapest embedding model wins.
+            wanted = self.catalog.tiers()[0]
+            why = f"auto: embeddings -> cheapest tier {wanted}"
+        else:
+            wanted = auto_tier(self.catalog, task)
+            why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
         plan = self._tier_plan(req.ref.requested, wanted, principal, req.needs, max_tier, why=why)
         return RoutePlan(**{**_fields(plan), "task": task})
 
