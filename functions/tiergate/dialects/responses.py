@@ -245,8 +245,8 @@ class ResponseStream:
         self._finish: str | None = None
         self.response: dict[str, Any] | None = None
 
-    def _ev(self, out: list[tuple[str, dict[str, Any]]], name: str, **data: Any) -> None:
-        out.append((name, {"type": name, "sequence_number": self._seq, **data}))
+    def _ev(self, out: list[tuple[str, dict[str, Any]]], event: str, **data: Any) -> None:
+        out.append((event, {"type": event, "sequence_number": self._seq, **data}))
         self._seq += 1
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
