@@ -31,7 +31,7 @@ from tiergate_edge import default_model
 from tiergate_edge.gguf_meta import NotGGUF, read_info
 
 #: OpenAI parameters llama.cpp's chat completion understands (others are ignored).
-_PASSTHROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
+_PASSTHROUGH = ("temperature", "top_p", "top_k", "stop", "seed", "presence_penalty", "frequency_penalty",
                 "response_format", "logit_bias")
 _DONE = object()
 

@@ -29,8 +29,8 @@ DOORS = ("chat", "messages", "responses", "completions", "embeddings")
 async def _request(door: str, services: Services, request: Request, body: dict[str, Any],
                    principal: Principal) -> GatewayRequest:
     if door == "chat":
-        validate(RouteRequest, body)
-        return chat_request(services, request, body)
+        validate(RouteRequest, body)  # a chat body, with an optional draft
+        return chat_request(services, request, {k: v for k, v in body.items() if k != "draft"})
     if door == "messages":
         validate(MessagesRequest, body)
         return chat_request(services, request, anthropic.to_chat(body), door=door,
@@ -56,9 +56,8 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
     if door not in DOORS:
         raise InvalidRequest(f"door must be one of {', '.join(DOORS)}", param="door")
     body = await read_json(request, services.settings.max_body_bytes)
-    draft = body.pop("draft", None) if door != "chat" else body.get("draft")
-    chat_body = {k: v for k, v in body.items() if k != "draft"}
-    req = await _request(door, services, request, chat_body if door == "chat" else body, principal)
+    draft = body.get("draft") if door == "chat" else body.pop("draft", None)
+    req = await _request(door, services, request, body, principal)
     plan = Gateway(services).plan(req, principal)
     out = {"door": door, **plan.describe()}
     if plan.candidates and plan.needs is not None:
