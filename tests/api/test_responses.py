@@ -157,3 +157,39 @@ def test_malformed_bodies_are_openai_shaped_400s(gw, body, param):
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param
+
+
+OWN = """
+  - name: openai-own
+    model: openai/gpt-own
+    adapter: openai-compatible
+    tier: 3
+    api_base: "{sim}"
+    input_cost_per_mtok: 2
+    output_cost_per_mtok: 8
+    capabilities: [tools, json, responses_api]
+"""
+
+
+def test_hosted_tools_pass_through_to_openais_own_responses_api(gateway_factory, monkeypatch, sim):
+    from tests.api.conftest import CATALOG
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    url, _ = gateway_factory(CATALOG.replace("aliases:", OWN.strip("\n") + "\naliases:", 1))
+    c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    tools = [{"type": "web_search"}, *FN]
+    raw = c.responses.with_raw_response.create(model="openai-own", input="latest news?", tools=tools)
+    r = raw.parse()
+    assert [o.type for o in r.output] == ["web_search_call", "message"]
+    assert r.output_text == "echo: latest news? [model=gpt-own]"
+    (req,) = sim.requests(path="/v1/responses")
+    assert req["body"]["tools"] == tools and req["body"]["input"] == "latest news?"  # unchanged
+    assert float(raw.headers["x-tiergate-cost-usd"]) == pytest.approx(
+        (r.usage.input_tokens * 2 + r.usage.output_tokens * 8) / 1e6)
+    assert c.responses.retrieve(r.id).output_text == r.output_text  # stored like any other
+    events = list(c.responses.create(model="openai-own", input="stream news", tools=tools, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert c.responses.retrieve(events[-1].response.id).output[0].type == "web_search_call"
+    # The same hosted tool on a deployment that is not OpenAI's own is a clear 400.
+    with pytest.raises(openai.BadRequestError):
+        c.responses.create(model="fast", input="latest news?", tools=tools)

@@ -23,6 +23,11 @@ Endpoints
     OpenAI embeddings: one deterministic vector per input (from a hash of the text;
     ``dimensions`` long, default 8; ``encoding_format`` float or base64), usage
     ``prompt_tokens`` = the inputs' token estimates.
+``POST /v1/responses``
+    OpenAI Responses (as OpenAI's own API, hosted tools included): the text answer as one
+    ``message`` output item, after one ``<type>_call`` item per hosted tool in ``tools``
+    (``web_search_call`` ...); SSE with ``response.created`` ... ``response.completed``
+    when ``stream`` is true.
 ``GET /v1/models``
     OpenAI model list (models seen so far plus ``sim``).
 
@@ -419,6 +424,8 @@ class SimApp:
             await _send_json(send, 200, {"input_tokens": prompt_tokens(req.get("messages") or [], req.get("system"))})
         elif method == "POST" and path in ("/v1/embeddings", "/embeddings"):
             await self._embeddings(scope, receive, send)
+        elif method == "POST" and path in ("/v1/responses", "/responses"):
+            await self._responses(scope, receive, send)
         elif method == "GET" and path in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "sim"} for m in self.models_seen]
             await _send_json(send, 200, {"object": "list", "data": data})
@@ -489,6 +496,38 @@ class SimApp:
         toks = sum(estimate_tokens(x) if isinstance(x, str) else len(x) for x in items)
         await _send_json(send, 200, {"object": "list", "data": data, "model": model,
                                      "usage": {"prompt_tokens": toks, "total_tokens": toks}})
+
+    async def _responses(self, scope, receive, send) -> None:
+        req = orjson.loads(await _read_body(receive) or b"{}")
+        model = str(req.get("model") or "")
+        self._log(scope, req, None)
+        inp = req.get("input")
+        text = inp if isinstance(inp, str) else last_user_text([m for m in inp or [] if isinstance(m, dict)])
+        content = default_content(model, text)
+        rid = f"resp_sim{next(self.ids)}"
+        output: list[dict[str, Any]] = [
+            {"id": f"ws_sim{i}", "type": f"{t['type']}_call", "status": "completed"}
+            for i, t in enumerate(req.get("tools") or []) if t.get("type") != "function"]
+        output.append({"id": f"msg_sim{rid}", "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": content, "annotations": []}]})
+        usage = {"input_tokens": estimate_tokens(text), "output_tokens": estimate_tokens(content),
+                 "total_tokens": estimate_tokens(text) + estimate_tokens(content)}
+        resp = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": model, "output": output, "usage": usage, "tools": req.get("tools") or [],
+                "parallel_tool_calls": True, "tool_choice": "auto"}
+        if not req.get("stream"):
+            return await _send_json(send, 200, resp)
+
+        def ev(data: dict) -> bytes:
+            return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        head = [ev({"type": "response.created", "sequence_number": 0,
+                    "response": {**resp, "status": "in_progress", "output": [], "usage": None}})]
+        pieces = [ev({"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": f"msg_sim{rid}",
+                      "output_index": len(output) - 1, "content_index": 0, "delta": p})
+                  for i, p in enumerate(split_chunks(content, None))]
+        tail = [ev({"type": "response.completed", "sequence_number": len(pieces) + 1, "response": resp})]
+        await _stream(send, receive, {}, head, pieces, tail)
 
     def _next_step(self, model: str) -> dict[str, Any] | None:
         for key in (model, "*"):

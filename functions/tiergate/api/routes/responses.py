@@ -88,6 +88,10 @@ async def _events(s: Streaming, body: dict[str, Any], turn: list[dict[str, Any]]
                   store: ResponseStore | None, principal: Principal) -> AsyncIterator[bytes]:
     """The Responses event stream, translated chunk by chunk; the response is stored before
     ``response.completed`` goes out (a follow-up may name it at once)."""
+    if s.dialect == "responses":
+        async for chunk in _native_events(s, turn, history, store, principal):
+            yield chunk
+        return
     tr = dialect.ResponseStream(dialect.new_id("resp"), body, model=s.meta.deployment.name)
     try:
         for name, data in tr.start():
@@ -103,6 +107,22 @@ async def _events(s: Streaming, body: dict[str, Any], turn: list[dict[str, Any]]
     except GatewayError as e:
         name, data = tr.error(e.code or "stream_interrupted", f"upstream stream interrupted: {e.message}")
         yield format_event(name, data)
+    finally:
+        await s.chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _native_events(s: Streaming, turn: list[dict[str, Any]], history: list[dict[str, Any]],
+                         store: ResponseStore | None, principal: Principal) -> AsyncIterator[bytes]:
+    """OpenAI's own events as they came; the final response is stored before it goes out."""
+    try:
+        async for ev in s.chunks:
+            kind = ev.get("type") or "message"
+            if kind == "response.completed" and store is not None and isinstance(ev.get("response"), dict):
+                await store.put(principal, ev["response"], dialect.history_after(turn, ev["response"], history))
+            yield format_event(kind, ev)
+    except GatewayError as e:
+        yield format_event("error", {"type": "error", "code": e.code, "message": f"upstream stream interrupted: "
+                                     f"{e.message}", "param": None})
     finally:
         await s.chunks.aclose()  # type: ignore[attr-defined]
 
