@@ -66,10 +66,11 @@ async def _events(s: Streaming, prompt_estimate: int) -> AsyncIterator[bytes]:
             return
         tr = anthropic.MessageStream(input_tokens=prompt_estimate, model=s.meta.deployment.name)
         async for chunk in s.chunks:
-            for name, data in tr.events(chunk):
-                yield format_event(name, data)
-        for name, data in tr.finish():
-            yield format_event(name, data)
+            # The events one chunk makes go out in one write (message_start ... the first delta).
+            events = tr.events(chunk)
+            if events:
+                yield b"".join(format_event(name, data) for name, data in events)
+        yield b"".join(format_event(name, data) for name, data in tr.finish())
     except GatewayError as e:
         name, data = anthropic.error_event(e.status, f"upstream stream interrupted: {e.message}")
         yield format_event(name, data)

@@ -94,16 +94,17 @@ async def _events(s: Streaming, body: dict[str, Any], turn: list[dict[str, Any]]
         return
     tr = dialect.ResponseStream(dialect.new_id("resp"), body, model=s.meta.deployment.name)
     try:
-        for name, data in tr.start():
-            yield format_event(name, data)
+        # The events one chunk makes go out in one write (response.created ... the first delta).
+        pending = tr.start()
         async for chunk in s.chunks:
-            for name, data in tr.events(chunk):
-                yield format_event(name, data)
-        final = tr.finish()
+            events = pending + tr.events(chunk)
+            pending = []
+            if events:
+                yield b"".join(format_event(name, data) for name, data in events)
+        final = pending + tr.finish()
         if store is not None and tr.response is not None:
             await store.put(principal, tr.response, dialect.history_after(turn, tr.response, history))
-        for name, data in final:
-            yield format_event(name, data)
+        yield b"".join(format_event(name, data) for name, data in final)
     except GatewayError as e:
         name, data = tr.error(e.code or "stream_interrupted", f"upstream stream interrupted: {e.message}")
         yield format_event(name, data)
