@@ -4,25 +4,10 @@ through the same doors (Messages natively, embeddings by the cloud's model)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import anthropic
 import openai
-import pytest
-
-from tests.edge.cloud import Cloud
-from tests.support.procs import free_port
 
 TOOLS = [{"name": "lookup", "description": "look it up", "input_schema": {"type": "object", "properties": {}}}]
-
-
-@pytest.fixture
-def cloud(sim, tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path, sim.openai_base, free_port())
-    c.start()
-    yield c
-    c.stop()
 
 
 def test_doors_answer_locally(edge_agent, sim):

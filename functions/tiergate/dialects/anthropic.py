@@ -9,7 +9,6 @@ on this path only: ``thinking`` / ``redacted_thinking`` blocks of earlier turns,
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from tiergate.errors import InvalidRequest
+from tiergate.tokens import prompt_tokens
 
 #: Headers a native Anthropic deployment receives from the client unchanged.
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -331,10 +331,5 @@ def error_event(status: int, message: str) -> tuple[str, dict[str, Any]]:
 def count_tokens_estimate(chat: Mapping[str, Any]) -> dict[str, int]:
     """``/v1/messages/count_tokens`` for deployments that cannot count natively: the
     gateway's own estimate of the translated prompt (the one admission reserves for)."""
-    from tiergate.tokens import prompt_tokens
-
     return {"input_tokens": prompt_tokens(chat.get("messages") or [], chat.get("tools"))}
 
-
-def now() -> int:
-    return int(time.time())

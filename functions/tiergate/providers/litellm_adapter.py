@@ -31,7 +31,7 @@ from tiergate.providers.error_mapping import (
     interrupted,
     parse_retry_after,
 )
-from tiergate.providers.passthrough import NativeWire, PooledSession
+from tiergate.providers.passthrough import NativeWire, PassesThrough, PooledSession
 
 # Parameters we set ourselves; a caller's copy in ``body`` must not override them.
 _RESERVED = frozenset({"model", "stream", "stream_options", "api_base", "base_url", "api_key", "timeout",
@@ -48,7 +48,7 @@ def _import_litellm() -> ModuleType:
     return litellm
 
 
-class LiteLLMProvider:
+class LiteLLMProvider(PassesThrough):
     """Provider over ``litellm.acompletion``; litellm is imported on the first call."""
 
     def __init__(self) -> None:
@@ -147,15 +147,6 @@ class LiteLLMProvider:
         out = resp.model_dump()
         out["data"] = [d if isinstance(d, dict) else dict(d) for d in out.get("data") or ()]
         return out
-
-    async def native(self, call: ProviderCall) -> dict[str, Any]:
-        return await self._wire.native(call)
-
-    def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        return self._wire.native_stream(call)
-
-    async def count_tokens(self, call: ProviderCall) -> dict[str, Any]:
-        return await self._wire.count_tokens(call)
 
     def _translate(self, exc: BaseException, dep_id: str) -> errors.UpstreamError:
         """litellm (or asyncio/httpx) exception -> gateway error, by exception type."""

@@ -27,7 +27,7 @@ from tiergate import errors
 from tiergate.providers import error_mapping
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
-from tiergate.providers.passthrough import NativeWire
+from tiergate.providers.passthrough import NativeWire, PassesThrough
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -51,7 +51,7 @@ def error_for_transport(exc: BaseException, deployment: str) -> errors.UpstreamE
 # --- the provider --------------------------------------------------------------------
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(PassesThrough):
     """Provider over one pooled :class:`aiohttp.ClientSession` (HTTP/1.1 keep-alive).
 
     aiohttp (C HTTP parser, no anyio layer) costs about a quarter of the client CPU per
@@ -189,15 +189,6 @@ class OpenAICompatProvider:
             raise errors.UpstreamServerError(f"{dep.deployment_id}: upstream embeddings answer has no 'data'",
                                              deployment=dep.deployment_id, upstream_status=status)
         return data
-
-    async def native(self, call: ProviderCall) -> dict[str, Any]:
-        return await self._wire.native(call)
-
-    def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        return self._wire.native_stream(call)
-
-    async def count_tokens(self, call: ProviderCall) -> dict[str, Any]:
-        return await self._wire.count_tokens(call)
 
     async def aclose(self) -> None:
         session, loop = self._session, self._loop

@@ -147,6 +147,22 @@ class NativeWire:
             resp.release()
 
 
+class PassesThrough:
+    """Mixin for an adapter: the :class:`~tiergate.providers.base.SpeaksNative` methods (and
+    Anthropic token counting), delegated to its :class:`NativeWire` ``_wire``."""
+
+    _wire: NativeWire
+
+    async def native(self, call: ProviderCall) -> dict[str, Any]:
+        return await self._wire.native(call)
+
+    def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
+        return self._wire.native_stream(call)
+
+    async def count_tokens(self, call: ProviderCall) -> dict[str, Any]:
+        return await self._wire.count_tokens(call)
+
+
 #: The events that end a complete native stream; a stream that stops before one was cut off.
 _FINAL = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
 
