@@ -30,6 +30,7 @@ import orjson
 
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.catalog import ModelSpec
+from tiergate.dialects import native as native_dialects
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
 from tiergate.execution.billing import Verdict, request_verdict
 from tiergate.execution.executor import AttemptRecord, CallContext, ExecResult, StreamHandle, tried
@@ -96,15 +97,27 @@ class ResponseMeta:
         return h
 
 
+def dialect_of(response: dict[str, Any]) -> str:
+    """The shape of an answer (a replayed one carries no tag): "anthropic" for an Anthropic
+    ``message`` and "responses" for an OpenAI ``response`` (a native deployment answered),
+    "embeddings", else "chat"."""
+    if response.get("type") == "message":
+        return "anthropic"
+    return {"response": "responses", "list": "embeddings"}.get(response.get("object"), "chat")
+
+
 @dataclass(slots=True)
 class Completed:
-    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage``."""
+    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage`` --
+    or, per ``dialect``, an embeddings list or a native deployment's own answer (an
+    Anthropic ``message``), which the door renders as is."""
 
     response: dict[str, Any]
     meta: ResponseMeta
     status: int = 200
     #: A replayed idempotent response keeps the headers it was first sent with.
     stored_headers: dict[str, str] | None = None
+    dialect: str = "chat"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -123,13 +136,15 @@ class Completed:
 
 @dataclass(slots=True)
 class Streaming:
-    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts and settles
-    the request itself before it ends (or when closed early). A door that gives up on
-    the stream without iterating it must still ``await streaming.aclose()``."""
+    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts (or, when
+    ``dialect`` is native, that dialect's event dicts) and settles the request itself
+    before it ends (or when closed early). A door that gives up on the stream without
+    iterating it must still ``await streaming.aclose()``."""
 
     meta: ResponseMeta
     chunks: AsyncIterator[dict[str, Any]]
     include_usage: bool
+    dialect: str = "chat"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -191,6 +206,14 @@ class Gateway:
                 return Deferred(await self.s.deferrer.defer(req, principal))
             raise
 
+    async def count_tokens(self, req: GatewayRequest, principal: Principal) -> dict[str, Any] | None:
+        """A native deployment's own token count of ``req.native`` (free: not admitted, not
+        billed) when the plan's first deployment speaks that dialect; else None."""
+        plan = self.plan(req, principal)
+        if req.native is None or not plan.candidates:
+            return None
+        return await self.s.executor.count_tokens(plan.candidates[0], req.native)
+
     # --- planning and admission -------------------------------------------------------
 
     def plan(self, req: GatewayRequest, principal: Principal) -> RoutePlan:
@@ -205,7 +228,9 @@ class Gateway:
         assert needs is not None
         cfg = budgets or _NO_BUDGETS
         p = reserve_prompt(needs.prompt_tokens, cfg.prompt_margin, cfg.prompt_margin_tokens)
-        max_out = needs.max_output_tokens or spec.max_output_tokens or FALLBACK_MAX_OUTPUT
+        max_out = needs.max_output_tokens
+        if max_out is None:  # 0 is a bound too (embeddings)
+            max_out = spec.max_output_tokens or FALLBACK_MAX_OUTPUT
         return p, max_out, spec.cost_usd(p, max_out)
 
     async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> _Admitted:
@@ -240,6 +265,8 @@ class Gateway:
                 a.extra.append(await self.s.admission.admit(principal, AdmissionRequest(
                     request_id=request_id, deployment=spec, prompt_tokens=p2, max_output_tokens=out2,
                     estimate_usd=est2)))
+            if req.operation != "chat":
+                return body  # an embeddings body has no answer to cap
             cap = affordable_output(spec, a.tickets[-1].reserved_usd, a.prompt_reserved)
             if cap is not None and cap < min(MIN_ANSWER_TOKENS, a.plan.needs.max_output_tokens or MIN_ANSWER_TOKENS):
                 return None  # on this deployment the reservation would not cover an answer worth having
@@ -301,7 +328,8 @@ class Gateway:
         assert req.idempotency_key is not None
         got = await idem.begin(principal.key_id, req.idempotency_key, request_hash(req.body))
         if isinstance(got, Hit):
-            return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers))
+            return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers),
+                             dialect=dialect_of(got.body))
         try:
             async with idem.keep(got):  # the lease lives while this request does
                 done = await self._complete(req, principal)
@@ -318,7 +346,8 @@ class Gateway:
         a = await self._admit(req, principal, plan)
         try:
             r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
-                                              prompt_estimate=req.needs.prompt_tokens)
+                                              prompt_estimate=req.needs.prompt_tokens, operation=req.operation,
+                                              native=req.native)
         except BaseException as e:
             await self._fail(a, e)
             raise
@@ -337,11 +366,15 @@ class Gateway:
 
     def _completed(self, a: _Admitted, r: ExecResult) -> Completed:
         usage = r.response["usage"]  # a dict: the executor makes sure
-        usage.setdefault("prompt_tokens", r.prompt_tokens)
-        usage.setdefault("completion_tokens", r.completion_tokens)
-        usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
+        if r.dialect == "chat":
+            usage.setdefault("prompt_tokens", r.prompt_tokens)
+            usage.setdefault("completion_tokens", r.completion_tokens)
+            usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
+        elif r.dialect == "embeddings":
+            usage.setdefault("prompt_tokens", r.prompt_tokens)
+            usage.setdefault("total_tokens", r.prompt_tokens)
         usage["cost_usd"] = round(r.cost_usd, 10)
-        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
+        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd), dialect=r.dialect)
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -351,12 +384,13 @@ class Gateway:
             return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
         a = await self._admit(req, principal, plan)
         try:
-            h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx)
+            h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx, native=req.native)
         except BaseException as e:
             await self._fail(a, e)
             raise
         run = _StreamRun(self, a, h, req)
-        return Streaming(a.meta(h.deployment, h.attempts), run, req.include_usage)
+        include_usage = req.include_usage if h.dialect == "chat" else True
+        return Streaming(a.meta(h.deployment, h.attempts), run, include_usage, h.dialect)
 
     # --- cascades -----------------------------------------------------------------------
 
@@ -379,20 +413,25 @@ class Gateway:
 
 
 class _StreamRun:
-    """One streamed answer: forwards the upstream's chunks (cost in the usage chunk) and
-    settles exactly once -- before the end, on a mid-stream failure, when the client
-    leaves, and also when it is closed before it was ever iterated (an async generator
-    that never started runs no ``finally``, so this is a class)."""
+    """One streamed answer: forwards the upstream's chunks (cost in the usage chunk) -- or,
+    from a native deployment, its events unchanged (usage from the events that report it,
+    :mod:`tiergate.dialects.native`) -- and settles exactly once: before the end (before
+    a native stream's final event), on a mid-stream failure, when the client leaves, and
+    also when it is closed before it was ever iterated (an async generator that never
+    started runs no ``finally``, so this is a class)."""
 
     def __init__(self, gw: Gateway, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> None:
         self.gw, self.a, self.h = gw, a, h
         self.spec = h.deployment
+        self.dialect = h.dialect
         self.prompt_est = req.needs.prompt_tokens
-        self.usage: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None          # chat: the usage chunk's
+        self.p: int | None = None                          # native: tokens the events reported
+        self.c: int | None = None
         self.text: list[str] = []  # only to estimate usage when the upstream reports none
         self.settled = False
         self._judged = False
-        self._gen = self._chunks()
+        self._gen = self._chunks() if self.dialect == "chat" else self._native()
 
     def __aiter__(self) -> _StreamRun:
         return self
@@ -426,6 +465,12 @@ class _StreamRun:
             circuits.release(did)
 
     def _count(self, chunk: dict[str, Any]) -> None:
+        if self.dialect != "chat":
+            up, uc = native_dialects.event_usage(self.dialect, chunk)
+            self.p, self.c = up or self.p, uc if uc is not None else self.c
+            if self.c is None:
+                self.text.append(native_dialects.event_text(self.dialect, chunk))
+            return
         u = chunk.get("usage")
         if u:
             self.usage = u
@@ -437,24 +482,30 @@ class _StreamRun:
                 if content:
                     self.text.append(content)
 
+    def _tokens(self) -> tuple[int, int]:
+        if self.dialect != "chat":
+            return (self.prompt_est if self.p is None else self.p,
+                    content_tokens("".join(self.text)) if self.c is None else self.c)
+        u = self.usage or {}
+        return (u.get("prompt_tokens", self.prompt_est),
+                u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(self.text)))
+
     async def _settle(self, outcome: str) -> None:
         if self.settled:
             return
         self.settled = True
-        u = self.usage or {}
-        p = u.get("prompt_tokens", self.prompt_est)
-        c = u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(self.text))
+        p, c = self._tokens()
         a = self.a
         await self.gw._settle_all(a, Outcome(
             deployment=self.spec, prompt_tokens=p, completion_tokens=c, cost_usd=self.spec.cost_usd(p, c),
             latency_ms=(time.perf_counter() - a.started) * 1000, attempts=tried(self.h.attempts), outcome=outcome,
             capability=_capability(a.plan)), request_verdict(None, self.h.attempts, False))
 
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        h, spec = self.h, self.spec
-        first, last = h.first, None
+    async def _upstream(self) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's chunks (first one included), counted; failures judged and settled."""
+        h = self.h
         try:
-            pending = [first] if first is not None else []
+            pending = [h.first] if h.first is not None else []
             while True:
                 if pending:
                     chunk = pending.pop()
@@ -463,7 +514,6 @@ class _StreamRun:
                         chunk = await h.rest.__anext__()
                     except StopAsyncIteration:
                         break
-                last = chunk
                 self._count(chunk)
                 yield chunk
         except GatewayError as e:
@@ -480,6 +530,16 @@ class _StreamRun:
         finally:
             await _close(h.rest)
         self._verdict(True)
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        spec, first, last = self.spec, self.h.first, None
+        up = self._upstream()
+        try:
+            async for chunk in up:
+                last = chunk
+                yield chunk
+        finally:
+            await up.aclose()
         if self.usage is None:
             # The upstream reported no usage: send our estimate so the client still gets one.
             c = content_tokens("".join(self.text))
@@ -489,6 +549,22 @@ class _StreamRun:
                    "choices": [], "usage": usage_block(self.prompt_est, c, spec.cost_usd(self.prompt_est, c))}
         # Settle before the end: the client's last event means the record is durable.
         await self._settle("ok")
+
+    async def _native(self) -> AsyncIterator[dict[str, Any]]:
+        final = native_dialects.FINAL_EVENTS[self.dialect]
+        held: dict[str, Any] | None = None  # the final event waits for the settlement
+        up = self._upstream()
+        try:
+            async for event in up:
+                if event.get("type") in final:
+                    held = event
+                    continue
+                yield event
+        finally:
+            await up.aclose()
+        await self._settle("ok")
+        if held is not None:
+            yield held
 
 
 async def _close(it: Any) -> None:

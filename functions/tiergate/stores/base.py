@@ -11,7 +11,7 @@ Two kinds of data:
   A hold carries ``meta`` (who reserved what, when), so a hold whose request died can be
   charged and written to the usage ledger by anyone who finds it
   (:meth:`RecordStore.orphaned_holds`).
-* **Records** (tables ``keys``, ``usage``, ``idempotency``): flat dicts with ``pk``/``sk``
+* **Records** (tables ``keys``, ``usage``, ``idempotency``, ``responses``): flat dicts with ``pk``/``sk``
   (strings), optional ``expires_at`` (epoch seconds, the TTL attribute), optional
   ``tenant``/``ts`` (the usage table's ``by_tenant`` index). Writes take a :class:`Cond`.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Logical table names; each store maps them to its physical tables.
-TABLES: tuple[str, ...] = ("keys", "budgets", "ratelimits", "usage", "idempotency")
+TABLES: tuple[str, ...] = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses")
 COUNTER_TABLES: tuple[str, ...] = ("budgets", "ratelimits")
 
 
