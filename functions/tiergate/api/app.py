@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from tiergate import __version__
-from tiergate.api import errors
+from tiergate.api import errors, openapi
 from tiergate.api.routes import (
     budget,
     chat,
@@ -71,4 +71,5 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
     routers = [*CORE_ROUTERS, *(STORE_ROUTERS if services.store is not None else ()), *extra_routers]
     for r in routers:
         app.include_router(r)
+    openapi.install(app)
     return app

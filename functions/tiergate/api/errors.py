@@ -18,6 +18,7 @@ from tiergate.api.body import validation_message
 from tiergate.api.responses import JSONResponse
 from tiergate.dialects import anthropic
 from tiergate.errors import GatewayError
+from tiergate.gateway import safe_headers
 
 log = logging.getLogger("tiergate")
 
@@ -56,8 +57,18 @@ def is_anthropic(path: str) -> bool:
     return _ANTHROPIC_PATH.search(path) is not None
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at ``path``, from the OpenAPI document (built once;
+    it lists every route, the hot-path doors included)."""
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods.update(m.upper() for m in item)
+    return sorted(methods)
+
+
 def error_response(err: GatewayError, path: str = "") -> JSONResponse:
-    return _respond(path, err.to_body(), err.status, err.headers or None)
+    return _respond(path, err.to_body(), err.status, safe_headers(err.headers) if err.headers else None)
 
 
 def _respond(path: str, body: dict[str, Any], status: int, headers: Any = None) -> JSONResponse:
@@ -99,9 +110,15 @@ def install(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched the path
             message = unknown_path_message(request)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path; a path
+            # served by several routes (GET, PATCH, DELETE /v1/keys/{id}) allows them all.
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["allow"] = ", ".join(allowed_methods(request.app, request.url.path)) or headers.get("Allow", "")
         return _respond(request.url.path,
                         {"error": {"message": message, "type": etype, "param": None, "code": code}},
-                        exc.status_code, getattr(exc, "headers", None))
+                        exc.status_code, headers or None)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

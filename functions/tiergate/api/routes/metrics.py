@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from tiergate.api.body import read_json
 from tiergate.api.deps import MasterDep, StoreDep
@@ -20,6 +21,14 @@ router = APIRouter()
 async def get_metrics(request: Request, store: StoreDep, _: MasterDep) -> JSONResponse:
     cfg = request.app.state.services.catalog.budgets
     return JSONResponse(await usage.metrics(store, cfg, now=time.time()))
+
+
+class ResetRequest(BaseModel):
+    """``POST /v1/admin/reset`` (the body is optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budgets: StrictBool = False
 
 
 @router.post("/v1/admin/reset")
