@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tiergate.cache.service import ResponseCache
 from tiergate.cascade.runner import CascadeRunner
 from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.execution.circuit import CircuitBoard
@@ -84,6 +85,8 @@ class Services:
     store: RecordStore | None = None
     virtual_keys: KeyService | None = None
     idempotency: Idempotency | None = None
+    #: The response cache (None when the catalog configures none and no key may opt in).
+    cache: ResponseCache | None = None
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     table_ratelimits: str = "tiergate-ratelimits"
     table_usage: str = "tiergate-usage"
     table_idempotency: str = "tiergate-idempotency"
+    #: The response cache's table (DynamoDB) / file (SQLite; default ``<data_dir>/cache.sqlite3``).
+    table_cache: str = "tiergate-cache"
+    cache_path: Path | None = None
 
     # Cloud: provider keys in Secrets Manager, cascades on Step Functions.
     provider_keys_secret: str | None = None

@@ -1,0 +1,130 @@
+"""The exact cache on SQLite (local and edge homes): its own file, bounded in size.
+
+Its own file and worker thread, apart from the record store: a cache lookup never
+queues behind a settlement, and losing the file loses only reusable answers. WAL mode,
+``synchronous=NORMAL`` (a cache entry lost to a power cut is only a future miss).
+
+Size bound: the sum of stored bodies stays under ``max_total_bytes``; past it the oldest
+entries (by store time) are deleted down to 90% of the bound, so eviction runs in
+batches, not on every write. Expired entries are never returned and are purged with the
+oldest. Several processes may share the file: each write is one statement (the write
+lock is SQLite's), and the running total is re-read from the file before evicting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tiergate.cache.store import Entry
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS cache_entries (key TEXT PRIMARY KEY, tenant TEXT NOT NULL, body BLOB NOT NULL,"
+    " size INTEGER NOT NULL, stored_at REAL NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS cache_entries_age ON cache_entries (stored_at)",
+)
+
+
+class SqliteExactStore:
+    kind = "sqlite"
+    max_entry_bytes: int | None = None
+
+    def __init__(self, path: str | Path, *, max_total_bytes: int = 256 * 1024 * 1024) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.max_total_bytes = max_total_bytes
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-cache")
+        self._local = threading.local()
+        self._total = self._pool.submit(self._read_total).result()  # schema now: fail fast
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            self._local.conn = conn
+        return conn
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _read_total(self) -> int:
+        return int(self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()[0])
+
+    # --- contract -------------------------------------------------------------------------
+
+    async def get(self, key: str, *, now: float) -> Entry | None:
+        row = await self._io(self._get, key, now)
+        return Entry.decode(key, row) if row is not None else None
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        row = self._conn().execute("SELECT body FROM cache_entries WHERE key = ? AND expires_at > ?",
+                                   (key, now)).fetchone()
+        return row[0] if row else None
+
+    async def put(self, entry: Entry, blob: bytes, *, replace: bool = False) -> bool:
+        return await self._io(self._put, entry, blob, replace)
+
+    def _put(self, e: Entry, blob: bytes, replace: bool) -> bool:
+        conn = self._conn()
+        # Written once: an existing live entry wins over a concurrent store of the same key;
+        # an expired one is replaced; a refresh replaces an older entry, never a newer one.
+        cur = conn.execute(
+            "INSERT INTO cache_entries (key, tenant, body, size, stored_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET tenant = excluded.tenant, body = excluded.body, size = excluded.size,"
+            " stored_at = excluded.stored_at, expires_at = excluded.expires_at"
+            " WHERE cache_entries.expires_at <= excluded.stored_at"
+            " OR (? AND cache_entries.stored_at < excluded.stored_at)",
+            (e.key, e.tenant, blob, len(blob), e.stored_at, e.expires_at, replace))
+        stored = cur.rowcount > 0
+        if stored:
+            self._total += len(blob)
+            if self._total > self.max_total_bytes:
+                self._evict(conn, e.stored_at)
+        return stored
+
+    def _evict(self, conn: sqlite3.Connection, now: float) -> None:
+        conn.execute("DELETE FROM cache_entries WHERE expires_at <= ?", (now,))
+        self._total = self._read_total()  # other processes write to the same file
+        target = int(self.max_total_bytes * 0.9)
+        while self._total > target:
+            # The oldest entries first, a batch at a time.
+            rows = conn.execute("SELECT key, size FROM cache_entries ORDER BY stored_at LIMIT 256").fetchall()
+            if not rows:
+                break
+            drop, freed = [], 0
+            for key, size in rows:
+                drop.append((key,))
+                freed += size
+                if self._total - freed <= target:
+                    break
+            conn.executemany("DELETE FROM cache_entries WHERE key = ?", drop)
+            self._total -= freed
+
+    def stats(self) -> dict[str, int]:
+        return self._pool.submit(self._stats).result()
+
+    def _stats(self) -> dict[str, int]:
+        n, size = self._conn().execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
+        return {"entries": int(n), "bytes": int(size)}
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()
+                self._local.conn = None
+        await self._io(close)
+        self._pool.shutdown(wait=True)
