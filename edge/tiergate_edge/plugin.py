@@ -66,6 +66,12 @@ class LocalModelPlugin(Plugin):
         if any(m.adapter == LLAMA_CPP and is_bundled(m.model) for m in catalog.models):
             ensure_bundled(self.settings.data_dir / "models", progress=True)
 
+    def semantic_cache(self, settings: Settings, catalog: Catalog) -> Any:
+        """The device's embedder and vector index (None when not installed)."""
+        from tiergate_edge.semantic import semantic_cache
+
+        return semantic_cache(settings.data_dir)
+
     def health_info(self) -> Mapping[str, Any]:
         info = self._runtime.info() if self._runtime is not None else {"loaded": False}
         return {"local_model": info}

@@ -44,6 +44,8 @@ class Probe(Protocol):
 class SemanticMatch:
     entry: Entry
     similarity: float
+    #: The cached question that matched (for POST /v1/route).
+    question: str = ""
 
 
 class SemanticLookup(Protocol):
@@ -148,11 +150,15 @@ class ResponseCache:
                 if e is not None and self._serve(look, e, principal, now):
                     look.status = "hit"
                     return look
+                look.notes.append("exact: no entry for this request" if e is None
+                                  else "exact: the entry's model is not usable by this key")
             if look.probe is not None and d.semantic is not None:
                 assert self.semantic is not None
                 m, why = await self.semantic.find(look.probe, d.semantic, now=now)
                 if m is not None and self._serve(look, m.entry, principal, now):
                     look.status, look.similarity = "semantic-hit", m.similarity
+                    look.notes.append(f"semantic: similarity {m.similarity:.3f} >= {d.semantic.threshold} and the "
+                                      f"guard matches the cached question {m.question[:200]!r}")
                     return look
                 look.notes.append(why)
         except Exception:  # a cache that fails is a miss, never a failed request
@@ -203,7 +209,24 @@ class ResponseCache:
             look.reason = "cache unavailable"
             return
         if stored:
-            look.status, look.reason = "stored", ""
+            # Still say what did not apply (a semantic cache the request was not eligible for).
+            look.status, look.reason = "stored", d.reason
+
+    async def explain(self, req: GatewayRequest, principal: Principal, plan: Any) -> dict[str, Any]:
+        """Whether this request would be answered from the cache, and why (or why not), for
+        ``POST /v1/route``: the same lookup the request would make, writing nothing."""
+        look = await self.lookup(req, principal, plan)
+        d = look.decision
+        why = [*look.notes, *([d.reason] if d.reason else [])]
+        if look.status == "hit":
+            why.insert(0, f"an answer to this exact request is cached ({int(look.age_s or 0)}s old)")
+        return {"would_hit": look.hit, "status": look.status or "off",
+                "exact": d.exact is not None and self.exact is not None,
+                "semantic": d.semantic is not None and self.semantic is not None,
+                "similarity": round(look.similarity, 4) if look.similarity is not None else None,
+                "age_s": int(look.age_s) if look.age_s is not None else None,
+                "model": look.deployment.name if look.deployment is not None else None,
+                "why": "; ".join(dict.fromkeys(why)) or ("no cache is configured" if look.status is None else "")}
 
     async def aclose(self) -> None:
         if self.exact is not None:

@@ -25,6 +25,8 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
     out = plan.describe()
     if plan.candidates and plan.needs is not None:
         out["estimated_max_cost_usd"] = round(Gateway.estimate(plan.candidates[0], plan)[2], 10)
+    if services.cache is not None:
+        out["cache"] = await services.cache.explain(req, principal, plan)
     if body.get("draft") is not None and services.cascades is not None:
         out["draft"] = services.cascades.explain(req, plan.cascade_policy, body["draft"])
     return out
