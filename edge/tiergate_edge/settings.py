@@ -58,7 +58,7 @@ class EdgeSettings(BaseSettings):
     cache: Literal["off", "exact", "semantic"] = "off"
     cache_ttl_s: int = Field(3600, ge=1)
     #: Cosine similarity a semantic hit needs (the lexical guard must pass too).
-    cache_threshold: float = Field(0.8, gt=0, le=1)
+    cache_threshold: float = Field(0.9, gt=0, le=1)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     queue_path: Path | None = None

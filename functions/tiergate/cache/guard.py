@@ -13,12 +13,12 @@ the question reduced to what can change its answer, in order --
 * **units**, canonical (``km`` = ``kilometres``; ``in`` after a number is inches);
 * **named entities**: a capitalized word inside a sentence (or an acronym) stays marked
   as a name, so ``Apple`` never matches ``apple``;
-* **negations** and every other content word, lowercased, plurals folded, British
-  spellings and a few true synonyms mapped (``biggest`` = ``largest``), in order:
+* **negations** and every other content word, lowercased, British spellings and a few
+  true synonyms mapped (``biggest`` = ``largest``; plurals are not folded), in order:
   ``5 km to miles`` is not ``5 miles to km``, ``dog bites man`` is not ``man bites dog``.
 
 What is dropped: case and punctuation, articles and present-tense auxiliaries, a few
-prepositions that carry no direction (``of``, ``in``, ``on``, ``at``, ``for``, ``about``),
+prepositions that carry no direction (``of``, ``in``),
 and request phrasing (``please``, ``can you tell me``, ``what is``, ``how do I`` = ``how
 to``). Past and future auxiliaries, modals, pronouns that name someone, direction words
 (``to``, ``from``, ``than``, ``before``...), ``and``/``or`` and interrogatives other than
@@ -41,11 +41,13 @@ _ATOMS = re.compile(
     r"|\"[^\"\n]+\"|“[^”\n]+”|‘[^’\n]+’|«[^»\n]+»|「[^」\n]+」|(?<!\w)'[^'\n]+'(?!\w)",  # quoted
     re.S)
 _TOKEN = re.compile(
-    r"\x00\d+\x00"                          # a stashed atom
-    r"|(?<![\w.,])-?\d+(?:[.,]\d+)*"        # numbers (a leading minus kept)
-    r"|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"  # CJK: one character per token
-    r"|[^\W\d_]+(?:['’][^\W\d_]+)*"        # words (apostrophes inside)
-    r"|\S")                                 # any other symbol
+    r"\x00\d+\x00"                                         # a stashed atom
+    r"|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"           # CJK: one character per token
+    r"|(?<![\w.,])-?\d+(?:[.,]\d+)*(?:[^\W\d_]+|%)?(?![^\W_])"  # a number, maybe with a unit/ordinal suffix
+    r"|[^\W_]*\d[^\W_]*"                                    # other runs with digits: a2b, gpt4, mp3
+    r"|[^\W\d_]+(?:['’][^\W\d_]+)*"                          # words (apostrophes inside)
+    r"|\S")                                                # any other symbol
+_NUMBER = re.compile(r"(-?\d+(?:[.,]\d+)*)([^\W\d_]*|%)")
 _SENTENCE_END = frozenset(".!?\n:;")
 _PUNCT = frozenset(".,!?;:()[]{}\"'“”‘’«»「」…-—–")
 
@@ -63,8 +65,7 @@ FILLERS = tuple(sorted((
 HOW_TO = ("how do i", "how can i", "how should i", "how would i", "how do you", "how can you", "how does one",
           "how can one", "what is the way to", "what's the way to", "what is the best way to",
           "what's the best way to", "how to")
-STOPWORDS = frozenset({"a", "an", "the", "is", "are", "am", "be", "do", "does", "of", "in", "on", "at", "for",
-                       "about", "there"})
+STOPWORDS = frozenset({"a", "an", "the", "is", "are", "am", "be", "do", "does", "of", "in", "there"})
 NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "nobody", "nowhere", "neither", "nor", "without"})
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -72,37 +73,36 @@ NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 NUMBER_WORDS |= {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
                  "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1000000",
                  "billion": "1000000000", "dozen": "12"}
-ORDINALS = {w: f"{i + 1}#" for i, w in enumerate(
+ORDINALS = {w: f"{i + 1}{'st' if i == 0 else 'nd' if i == 1 else 'rd' if i == 2 else 'th'}" for i, w in enumerate(
     "first second third fourth fifth sixth seventh eighth ninth tenth".split())}
 UNITS = {
     "km": "km", "kms": "km", "kilometer": "km", "kilometers": "km", "kilometre": "km", "kilometres": "km",
-    "m": "m", "meter": "m", "meters": "m", "metre": "m", "metres": "m", "cm": "cm", "mm": "mm",
+    "meter": "m", "meters": "m", "metre": "m", "metres": "m", "cm": "cm", "mm": "mm",
     "mi": "mile", "mile": "mile", "miles": "mile", "ft": "ft", "foot": "ft", "feet": "ft",
     "in": "inch", "inch": "inch", "inches": "inch", "yd": "yard", "yard": "yard", "yards": "yard",
     "kg": "kg", "kgs": "kg", "kilogram": "kg", "kilograms": "kg", "kilo": "kg", "kilos": "kg",
-    "g": "g", "gram": "g", "grams": "g", "lb": "lb", "lbs": "lb", "pound": "lb", "pounds": "lb",
+    "g": "g", "gram": "g", "grams": "g", "lb": "lb", "lbs": "lb",
     "oz": "oz", "ounce": "oz", "ounces": "oz", "l": "l", "liter": "l", "liters": "l", "litre": "l", "litres": "l",
     "ml": "ml", "gal": "gallon", "gallon": "gallon", "gallons": "gallon",
     "c": "celsius", "°c": "celsius", "celsius": "celsius", "centigrade": "celsius",
-    "f": "fahrenheit", "°f": "fahrenheit", "fahrenheit": "fahrenheit", "k": "kelvin", "kelvin": "kelvin",
+    "f": "fahrenheit", "°f": "fahrenheit", "fahrenheit": "fahrenheit", "kelvin": "kelvin",
     "mph": "mph", "kph": "kph", "h": "hour", "hr": "hour", "hrs": "hour", "hour": "hour", "hours": "hour",
-    "min": "minute", "mins": "minute", "minute": "minute", "minutes": "minute", "s": "second_u",
+    "min": "minute", "mins": "minute", "minute": "minute", "minutes": "minute",
     "sec": "second_u", "secs": "second_u", "seconds": "second_u", "%": "%", "percent": "%",
     "usd": "usd", "dollar": "usd", "dollars": "usd", "eur": "eur", "euro": "eur", "euros": "eur",
-    "gbp": "gbp", "yen": "jpy", "jpy": "jpy",
+    "gbp": "gbp", "yen": "jpy", "jpy": "jpy", "am": "am", "pm": "pm",
 }
 #: Unit spellings that are also ordinary words or letters: units only right after a number.
-AMBIGUOUS_UNITS = frozenset({"in", "m", "s", "c", "f", "k", "g", "l", "h", "min", "mins", "pound", "pounds",
+#: Spellings with two meanings are left out of UNITS altogether, so they only match
+#: themselves: "m" (metres or million), "k" (kelvin or thousand), "s", "pound" (lb or GBP).
+AMBIGUOUS_UNITS = frozenset({"in", "c", "f", "g", "l", "h", "am", "pm", "min", "mins",
                              "yard", "foot", "feet", "hour", "hours", "minute", "minutes", "percent"})
 CURRENCY_SYMBOLS = {"$": "usd", "€": "eur", "£": "gbp", "¥": "jpy"}
 #: True synonyms and spelling variants only (each pair answers the same way).
 SYNONYMS = {"biggest": "largest", "big": "large", "bigger": "larger", "capitalcity": "capital",
             "into": "to", "automobile": "car", "film": "movie", "colour": "color", "favourite": "favorite",
             "centre": "center", "organise": "organize", "analyse": "analyze", "programme": "program",
-            "kid": "child", "kids": "child", "children": "child"}
-_NO_FOLD = frozenset({"is", "this", "its", "his", "has", "was", "does", "us", "yes", "plus", "minus", "less",
-                      "news", "series", "species", "physics", "mathematics", "lens", "gas", "bus", "always",
-                      "perhaps", "whereas", "thus", "bias", "atlas", "chaos", "class", "glass", "pass"})
+            "kid": "child", "kids": "children"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +125,6 @@ def _canonical_number(text: str) -> str:
         return text
     out = format(d.normalize(), "f")
     return out
-
-
-def _fold(word: str) -> str:
-    """Plural folding (spiders = spider, countries = country); short and listed words kept."""
-    if len(word) <= 3 or word in _NO_FOLD or word.endswith(("ss", "us", "is")):
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith(("ches", "shes", "xes", "zes", "sses")):
-        return word[:-2]
-    if word.endswith("s"):
-        return word[:-1]
-    return word
 
 
 def _phrases(text: str) -> str:
@@ -190,24 +177,37 @@ def _tokens(text: str, atoms: list[str]) -> list[str]:
                 out.append("'s")
             continue
         for part in _TOKEN.findall(tok):
-            prev_number = bool(out) and out[-1].startswith("#")
+            prev_number = bool(out) and out[-1].startswith("num:")
             if part in CURRENCY_SYMBOLS:
                 if prev_number:  # "5 $"
                     out.append("unit:" + CURRENCY_SYMBOLS[part])
                 else:            # "$5": the code goes after the number
                     pending_currency = CURRENCY_SYMBOLS[part]
                 continue
-            if part[0].isdigit() or (part[0] == "-" and len(part) > 1):
-                out.append("#" + _canonical_number(part))
+            m = _NUMBER.fullmatch(part)
+            if m is not None:
+                number, suffix = m.groups()
+                if suffix in ("st", "nd", "rd", "th"):
+                    out.append("num:" + _canonical_number(number) + suffix)
+                elif suffix and suffix not in UNITS:
+                    out.append(part)  # "3d", "4k": a word of its own
+                    continue
+                else:
+                    out.append("num:" + _canonical_number(number))
+                    if suffix:
+                        out.append("unit:" + UNITS[suffix])
                 if pending_currency:
                     out.append("unit:" + pending_currency)
                     pending_currency = None
                 continue
+            if any(ch.isdigit() for ch in part):
+                out.append(part)
+                continue
             if part in NUMBER_WORDS:
-                out.append("#" + NUMBER_WORDS[part])
+                out.append("num:" + NUMBER_WORDS[part])
                 continue
             if part in ORDINALS:
-                out.append("#" + ORDINALS[part])
+                out.append("num:" + ORDINALS[part])
                 continue
             if part == "'s" or part.endswith("'s"):
                 # Possessive: "France's capital" says "capital (of) France".
@@ -233,10 +233,8 @@ def _tokens(text: str, atoms: list[str]) -> list[str]:
 
 
 def _word(w: str) -> str:
-    w = SYNONYMS.get(w, w)
-    if w.isalpha() and w not in NEGATIONS:
-        w = SYNONYMS.get(_fold(w), _fold(w))
-    return w
+    # No plural folding: "name a country" and "name countries" want one answer and several.
+    return SYNONYMS.get(w, w)
 
 
 def _possessives(toks: list[str]) -> list[str]:
@@ -260,13 +258,13 @@ def difference(a: Signature, b: Signature) -> str:
         return "same words in another order"
     only = sorted(sa ^ sb)
     kinds = []
-    for label, test in (("numbers", lambda t: t.startswith("#")), ("units", lambda t: t.startswith("unit:")),
+    for label, test in (("numbers", lambda t: t.startswith("num:")), ("units", lambda t: t.startswith("unit:")),
                         ("names", lambda t: t.startswith("name:")), ("quoted text, code or URLs",
                                                                       lambda t: t.startswith("atom:")),
                         ("negation", lambda t: t in NEGATIONS)):
         if any(test(t) for t in only):
             kinds.append(label)
-    words = [t for t in only if not t.startswith(("#", "unit:", "name:", "atom:")) and t not in NEGATIONS]
+    words = [t for t in only if not t.startswith(("num:", "unit:", "name:", "atom:")) and t not in NEGATIONS]
     if words:
         kinds.append("words " + ", ".join(repr(w) for w in words[:4]))
     return "differs in " + "; ".join(kinds)

@@ -5,7 +5,7 @@ key opts in (its ``cache`` setting), in which case these defaults apply. Example
 
     cache:
       exact: {ttl_s: 3600, max_entry_bytes: 262144}
-      semantic: {threshold: 0.8, ttl_s: 3600, max_entries: 10000}
+      semantic: {threshold: 0.9, ttl_s: 3600, max_entries: 10000}
 
 Only deterministic requests (``temperature: 0`` or a ``seed``) are cached unless
 ``deterministic_only: false``: a sampled answer is one of many, and replaying it would
@@ -36,7 +36,7 @@ class ExactCacheConfig(Strict):
 class SemanticCacheConfig(Strict):
     #: Cosine similarity of the last user message at or above which a candidate may answer
     #: (the lexical guard must also pass; see tiergate.cache.guard).
-    threshold: float = Field(0.8, gt=0, le=1)
+    threshold: float = Field(0.9, gt=0, le=1)
     ttl_s: int = Field(3600, ge=1, le=30 * 86400)
     #: Entries kept per home; the oldest are evicted.
     max_entries: int = Field(10_000, ge=1, le=10_000_000)
