@@ -60,12 +60,18 @@ class SqliteVecIndex:
             " question TEXT NOT NULL, tokens TEXT NOT NULL, body BLOB NOT NULL, stored_at REAL NOT NULL,"
             " expires_at REAL NOT NULL)")
         self._db.execute("CREATE INDEX IF NOT EXISTS sem_entries_age ON sem_entries (stored_at)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS sem_entries_question ON sem_entries (scope, guard, question)")
         self.dimensions = dimensions
 
     def add(self, *, scope: str, guard: str, vector: Any, question: str, tokens: str, blob: bytes,
             stored_at: float, expires_at: float, max_entries: int) -> None:
         vec = _blob(vector)
         with self._db:  # one transaction: both tables or neither
+            # A newer answer to the same question (a refresh) replaces the older one.
+            for (old,) in self._db.execute("SELECT id FROM sem_entries WHERE scope = ? AND guard = ? AND question = ?",
+                                           (scope, guard, question)).fetchall():
+                self._db.execute("DELETE FROM sem_vec WHERE rowid = ?", (old,))
+                self._db.execute("DELETE FROM sem_entries WHERE id = ?", (old,))
             self._db.execute("INSERT INTO sem_entries (scope, guard, question, tokens, body, stored_at, expires_at)"
                              " VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, guard, question, tokens, blob, stored_at,
                                                                 expires_at))

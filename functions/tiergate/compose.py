@@ -115,7 +115,8 @@ def build_services(
     cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
     for plugin in plugins:
         semantic_cache = semantic_cache or plugin.semantic_cache(settings, catalog)
-    cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache)
+    cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache,
+                        client=getattr(store, "client", None))
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
@@ -126,9 +127,10 @@ def build_services(
 
 
 def build_cache(settings: Settings, catalog: Catalog, *, keys_may_opt_in: bool,
-                semantic: SemanticLookup | None = None) -> ResponseCache | None:
+                semantic: SemanticLookup | None = None, client: Any = None) -> ResponseCache | None:
     """The response cache, when the catalog configures one or virtual keys may opt in; its
-    exact store is the home's kind (DynamoDB in the cloud, a SQLite file elsewhere)."""
+    exact store is the home's kind (DynamoDB in the cloud, on the record store's boto3
+    client when given: no second client at cold start; a SQLite file elsewhere)."""
     if not (catalog.cache.configured or keys_may_opt_in or semantic is not None):
         return None
     exact: ExactStore
@@ -136,7 +138,7 @@ def build_cache(settings: Settings, catalog: Catalog, *, keys_may_opt_in: bool,
         from tiergate.cache.dynamodb import DynamoExactStore, create_table
         from tiergate.stores import dynamodb
 
-        client = dynamodb.make_client(settings.dynamodb_endpoint_url)
+        client = client or dynamodb.make_client(settings.dynamodb_endpoint_url)
         if settings.dynamodb_endpoint_url is not None:  # a local emulator: dev and tests
             create_table(client, settings.table_cache)
         exact = DynamoExactStore(client, settings.table_cache)

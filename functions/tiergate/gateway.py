@@ -207,7 +207,7 @@ class Gateway:
             "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd,
             "budget_utilization_percent": a.ticket.budget_utilization_percent,
         })
 

@@ -265,3 +265,15 @@ def test_an_idempotent_replay_is_not_a_cache_hit(gateway_factory, sim):
     # A new idempotency key for the same question is a new request: a cache hit.
     hit = httpx.post(url + "/v1/chat/completions", json=body, headers={**h, "idempotency-key": "once-2"})
     assert hit.headers["x-tiergate-cache"] == "hit" and _calls(sim) == 1
+
+
+def test_an_answer_from_a_fallback_model_is_not_stored_under_the_planned_one(gateway_factory, sim):
+    url, _ = _gw(gateway_factory)
+    c = _client(url)
+    sim.script("cache-cheap", {"status": 500, "count": 2})  # both attempts at tier 0 fail: tier 1 answers
+    r = _ask(c, model="cheap")
+    assert r.headers["x-tiergate-model"] == "m" and r.headers["x-tiergate-cache"] == "miss"
+    assert "not the planned cheap" in r.headers["x-tiergate-cache-reason"]
+    again = _ask(c, model="cheap")
+    assert again.headers["x-tiergate-model"] == "cheap" and again.headers["x-tiergate-cache"] == "stored"
+    assert _ask(c, model="cheap").headers["x-tiergate-cache"] == "hit"

@@ -73,6 +73,8 @@ class Lookup:
     similarity: float | None = None
     age_s: float | None = None
     tenant: str = ""
+    #: The deployment group (or cascade) the key was computed for.
+    group: str = ""
     key: str | None = None
     probe: Probe | None = None
     notes: list[str] = field(default_factory=list)
@@ -132,19 +134,14 @@ class ResponseCache:
             return NO_CACHE
         if not d.active:
             return Lookup(d, "bypass", d.reason)
-        look = Lookup(d, "miss", d.reason, tenant=principal.tenant)
         target, group = req.ref.target, _group(plan)
+        look = Lookup(d, "miss", d.reason, tenant=principal.tenant, group=group)
+        semantic = d.semantic is not None and self.semantic is not None
         try:
             if d.exact is not None and self.exact is not None:
                 look.key = exact_key(principal.tenant, target, group, req.body)
-            if d.semantic is not None and self.semantic is not None:
-                look.probe = await self.semantic.probe(semantic_scope(principal.tenant, target, group, req.body),
-                                                       question(req.messages[-1]))
-            if not d.read:
-                look.reason = f"{HEADER}: refresh"
-                return look
             now = self._clock()
-            if look.key is not None:
+            if look.key is not None and d.read:
                 assert self.exact is not None
                 e = await self.exact.get(look.key, now=now)
                 if e is not None and self._serve(look, e, principal, now):
@@ -152,6 +149,14 @@ class ResponseCache:
                     return look
                 look.notes.append("exact: no entry for this request" if e is None
                                   else "exact: the entry's model is not usable by this key")
+            if semantic:
+                # Embedded only after an exact miss: a repeat never pays for the model.
+                assert self.semantic is not None
+                look.probe = await self.semantic.probe(semantic_scope(principal.tenant, target, group, req.body),
+                                                       question(req.messages[-1]))
+            if not d.read:
+                look.reason = f"{HEADER}: refresh"
+                return look
             if look.probe is not None and d.semantic is not None:
                 assert self.semantic is not None
                 m, why = await self.semantic.find(look.probe, d.semantic, now=now)
@@ -182,6 +187,11 @@ class ResponseCache:
         d = look.decision
         if not _complete(response):
             look.reason = "the answer is incomplete"
+            return
+        if not look.group.startswith("cascade:") and deployment.name != look.group:
+            # A fallback to another model (up a tier, or a budget downgrade) answered: the key
+            # names the planned group, so this answer is not stored under it.
+            look.reason = f"answered by {deployment.name}, not the planned {look.group}"
             return
         now = self._clock()
         max_bytes = d.exact.max_entry_bytes if d.exact is not None else DEFAULT_MAX_ENTRY_BYTES
