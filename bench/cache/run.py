@@ -65,8 +65,14 @@ class Conn:
     """One keep-alive HTTP/1.1 connection; ``post`` returns (seconds, status, headers)."""
 
     def __init__(self, port: int, path: str, headers: dict[str, str]) -> None:
+        self.port = port
         self.c = http.client.HTTPConnection("127.0.0.1", port)
         self.path, self.headers = path, {"content-type": "application/json", **headers}
+
+    def reopen(self) -> None:
+        """A fresh connection (the server closes idle keep-alive ones after 5 s)."""
+        self.c.close()
+        self.c = http.client.HTTPConnection("127.0.0.1", self.port)
 
     def post(self, body: dict) -> tuple[float, int, dict[str, str]]:
         data = json.dumps(body).encode()
@@ -175,6 +181,10 @@ def main() -> int:
         sent_upstream = 0
         for rnd in range(a.rounds):
             for t in benchstats.run_order(list(conns), rnd):
+                conns[t].reopen()
+                seq += 1
+                conns[t].post(hot if t == "hit" else body(f"reconnect {t} {seq}"))  # untimed
+                sent_upstream += t != "hit"
                 for _ in range(a.n):
                     seq += 1
                     dt, status, h = conns[t].post(hot if t == "hit" else body(f"question {t} {seq}"))

@@ -65,19 +65,31 @@ def _entry(key: str, at: float, ttl: float = 100, size: int = 100, tenant: str =
 
 async def test_sqlite_store_writes_once_expires_and_refreshes_forward(tmp_path):
     s = SqliteExactStore(tmp_path / "c.sqlite3")
+
+    async def stored_at(now: float) -> float | None:
+        await s.drain()  # the write has committed (or was refused by its condition)
+        reader = SqliteExactStore(tmp_path / "c.sqlite3")  # the file as another process sees it
+        e = await reader.get("k", now=now)
+        await reader.aclose()
+        return e.stored_at if e else None
+
     e1, b1 = _entry("k", 1000)
     assert await s.put(e1, b1) is True
     e2, b2 = _entry("k", 1001, size=5)
-    assert await s.put(e2, b2) is False                      # a live entry wins
-    assert (await s.get("k", now=1050)).stored_at == 1000
-    assert await s.get("k", now=1100) is None                 # expired: absent
+    assert await s.put(e2, b2) is False                       # a live entry wins (pending, here)
+    assert await stored_at(1050) == 1000
+    await s.put(e2, b2)                                       # and in the file too
+    assert await stored_at(1050) == 1000
+    assert await stored_at(1100) is None                      # expired: absent
     e3, b3 = _entry("k", 1200)
-    assert await s.put(e3, b3) is True                        # an expired entry is replaced
+    await s.put(e3, b3)
+    assert await stored_at(1201) == 1200                      # an expired entry is replaced
     old, ob = _entry("k", 1100)
-    assert await s.put(old, ob, replace=True) is False        # a refresh never goes back in time
+    await s.put(old, ob, replace=True)
+    assert await stored_at(1201) == 1200                      # a refresh never goes back in time
     new, nb = _entry("k", 1300, size=7)
-    assert await s.put(new, nb, replace=True) is True
-    assert (await s.get("k", now=1301)).stored_at == 1300
+    await s.put(new, nb, replace=True)
+    assert await stored_at(1301) == 1300
     await s.aclose()
 
 
@@ -86,6 +98,15 @@ async def test_sqlite_store_concurrent_puts_of_one_key_leave_one_winner(tmp_path
     entries = [_entry("same", 1000 + i / 100) for i in range(20)]
     won = await asyncio.gather(*(s.put(e, b) for e, b in entries))
     assert sum(won) == 1
+    await s.drain()
+    assert (await s.get("same", now=1001)) == entries[won.index(True)][0]
+    # Two processes (two stores on one file): the SQL condition keeps the first write.
+    other = SqliteExactStore(tmp_path / "c.sqlite3")
+    late, lb = _entry("same", 1000.5)
+    assert await other.put(late, lb) is True      # accepted here (this process has no entry)...
+    await other.drain()
+    assert (await other.get("same", now=1001)).stored_at == entries[won.index(True)][0].stored_at  # ...not written
+    await other.aclose()
     await s.aclose()
 
 
@@ -94,6 +115,7 @@ async def test_sqlite_store_is_size_bounded_and_evicts_the_oldest(tmp_path):
     for i in range(100):
         e, b = _entry(f"k{i:03}", 1000 + i, size=2000)
         await s.put(e, b)
+    await s.drain()
     st = s.stats()
     assert st["bytes"] <= 64 * 1024 and st["entries"] < 100
     assert await s.get("k000", now=1100) is None and await s.get("k099", now=1100) is not None

@@ -1,8 +1,15 @@
 """The exact cache on SQLite (local and edge homes): its own file, bounded in size.
 
-Its own file and worker thread, apart from the record store: a cache lookup never
-queues behind a settlement, and losing the file loses only reusable answers. WAL mode,
+Its own file, apart from the record store: a cache lookup never queues behind a
+settlement, and losing the file loses only reusable answers. WAL mode,
 ``synchronous=NORMAL`` (a cache entry lost to a power cut is only a future miss).
+
+The hot path has no thread hop. A lookup is a point read on the event loop's own
+connection: in WAL mode a reader never waits for a writer, and a primary-key read of a
+hot page takes microseconds (a hop to a worker thread costs more, and far more on a busy
+machine, where the worker waits to be scheduled). A store is handed to the worker thread
+and not awaited; until it commits, the entry is served from an in-process map, so this
+process reads its own writes at once (other processes see it at commit).
 
 Size bound: the sum of stored bodies stays under ``max_total_bytes``; past it the oldest
 entries (by store time) are deleted down to 90% of the bound, so eviction runs in
@@ -14,6 +21,7 @@ lock is SQLite's), and the running total is re-read from the file before evictin
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -24,6 +32,7 @@ from typing import Any, TypeVar
 from tiergate.cache.store import Entry
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cache_entries (key TEXT PRIMARY KEY, tenant TEXT NOT NULL, body BLOB NOT NULL,"
@@ -44,6 +53,14 @@ class SqliteExactStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-cache")
         self._local = threading.local()
         self._total = self._pool.submit(self._read_total).result()  # schema now: fail fast
+        # The readers' connection (the event loop's): an in-memory database lives in one
+        # connection, so there the worker's is shared (its writes and these reads interleave
+        # under SQLite's own mutex).
+        self._reader = (self._pool.submit(self._conn).result() if self.path == ":memory:" else
+                        sqlite3.connect(self.path, timeout=1, isolation_level=None, check_same_thread=False))
+        #: Entries handed to the worker and not yet committed (key -> entry).
+        self._pending: dict[str, Entry] = {}
+        self._inflight: set[asyncio.Future[bool]] = set()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -66,16 +83,38 @@ class SqliteExactStore:
     # --- contract -------------------------------------------------------------------------
 
     async def get(self, key: str, *, now: float) -> Entry | None:
-        row = await self._io(self._get, key, now)
-        return Entry.decode(key, row) if row is not None else None
-
-    def _get(self, key: str, now: float) -> bytes | None:
-        row = self._conn().execute("SELECT body FROM cache_entries WHERE key = ? AND expires_at > ?",
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending if pending.expires_at > now else None
+        row = self._reader.execute("SELECT body FROM cache_entries WHERE key = ? AND expires_at > ?",
                                    (key, now)).fetchone()
-        return row[0] if row else None
+        return Entry.decode(key, row[0]) if row else None
 
     async def put(self, entry: Entry, blob: bytes, *, replace: bool = False) -> bool:
-        return await self._io(self._put, entry, blob, replace)
+        """Accepted for storing (the write commits on the worker thread). In this process
+        the same conditions as the SQL apply at once: a live pending entry wins unless this
+        is a refresh of an older one."""
+        pending = self._pending.get(entry.key)
+        if pending is not None and pending.expires_at > entry.stored_at and not (
+                replace and pending.stored_at < entry.stored_at):
+            return False
+        self._pending[entry.key] = entry
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._put, entry, blob, replace)
+        self._inflight.add(fut)
+        fut.add_done_callback(lambda f: self._written(entry, f))
+        return True
+
+    def _written(self, entry: Entry, fut: asyncio.Future[bool]) -> None:
+        self._inflight.discard(fut)
+        if self._pending.get(entry.key) is entry:
+            del self._pending[entry.key]
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("cache entry not stored: %s", fut.exception())
+
+    async def drain(self) -> None:
+        """Wait for the stores handed to the worker (tests, shutdown)."""
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
     def _put(self, e: Entry, blob: bytes, replace: bool) -> bool:
         conn = self._conn()
@@ -121,6 +160,10 @@ class SqliteExactStore:
         return {"entries": int(n), "bytes": int(size)}
 
     async def aclose(self) -> None:
+        await self.drain()
+        if self.path != ":memory:":
+            self._reader.close()
+
         def close() -> None:
             conn = getattr(self._local, "conn", None)
             if conn is not None:

@@ -50,7 +50,9 @@ class ExactStore(Protocol):
         """Store ``entry`` (``blob`` = ``entry.encode()``). Without ``replace`` only if no
         live entry exists: concurrent stores of one key leave one winner and raise nothing.
         With ``replace`` (``x-tiergate-cache: refresh``) a newer entry replaces an older one.
-        Returns whether this entry is now the stored one."""
+        Returns whether the entry was taken: DynamoDB answers after its conditional put;
+        SQLite after its in-process check, the write committing in the background (another
+        process's earlier write may still win there, which loses nothing: an answer is cached)."""
         ...
 
     async def aclose(self) -> None: ...
