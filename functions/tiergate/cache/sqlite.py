@@ -9,7 +9,8 @@ connection: in WAL mode a reader never waits for a writer, and a primary-key rea
 hot page takes microseconds (a hop to a worker thread costs more, and far more on a busy
 machine, where the worker waits to be scheduled). A store is handed to the worker thread
 and not awaited; until it commits, the entry is served from an in-process map, so this
-process reads its own writes at once (other processes see it at commit).
+process reads its own writes at once (other processes see it at commit). Stores are
+committed in batches (every :data:`FLUSH_AFTER_S`), one transaction each.
 
 Size bound: the sum of stored bodies stays under ``max_total_bytes``; past it the oldest
 entries (by store time) are deleted down to 90% of the bound, so eviction runs in
@@ -33,6 +34,9 @@ from tiergate.cache.store import Entry
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+#: Stores are written in batches: one worker wake-up and one transaction per this many
+#: seconds of misses, not one per miss (a crash loses at most this much: future misses).
+FLUSH_AFTER_S = 0.02
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS cache_entries (key TEXT PRIMARY KEY, tenant TEXT NOT NULL, body BLOB NOT NULL,"
@@ -58,9 +62,11 @@ class SqliteExactStore:
         # under SQLite's own mutex).
         self._reader = (self._pool.submit(self._conn).result() if self.path == ":memory:" else
                         sqlite3.connect(self.path, timeout=1, isolation_level=None, check_same_thread=False))
-        #: Entries handed to the worker and not yet committed (key -> entry).
+        #: Entries accepted and not yet committed (key -> entry): this process reads them at once.
         self._pending: dict[str, Entry] = {}
-        self._inflight: set[asyncio.Future[bool]] = set()
+        self._queue: list[tuple[Entry, bytes, bool]] = []
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._inflight: set[asyncio.Future[int]] = set()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -91,47 +97,69 @@ class SqliteExactStore:
         return Entry.decode(key, row[0]) if row else None
 
     async def put(self, entry: Entry, blob: bytes, *, replace: bool = False) -> bool:
-        """Accepted for storing (the write commits on the worker thread). In this process
-        the same conditions as the SQL apply at once: a live pending entry wins unless this
-        is a refresh of an older one."""
+        """Accepted for storing; written with the next batch. In this process the same
+        conditions as the SQL apply at once: a live pending entry wins unless this is a
+        refresh of an older one."""
         pending = self._pending.get(entry.key)
         if pending is not None and pending.expires_at > entry.stored_at and not (
                 replace and pending.stored_at < entry.stored_at):
             return False
         self._pending[entry.key] = entry
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._put, entry, blob, replace)
-        self._inflight.add(fut)
-        fut.add_done_callback(lambda f: self._written(entry, f))
+        self._queue.append((entry, blob, replace))
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._flush)
         return True
 
-    def _written(self, entry: Entry, fut: asyncio.Future[bool]) -> None:
+    def _flush(self) -> None:
+        self._flush_at = None
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._put_batch, batch)
+        self._inflight.add(fut)
+        fut.add_done_callback(lambda f: self._written(batch, f))
+
+    def _written(self, batch: list[tuple[Entry, bytes, bool]], fut: asyncio.Future[int]) -> None:
         self._inflight.discard(fut)
-        if self._pending.get(entry.key) is entry:
-            del self._pending[entry.key]
+        for entry, _, _ in batch:
+            if self._pending.get(entry.key) is entry:
+                del self._pending[entry.key]
         if not fut.cancelled() and fut.exception() is not None:
-            log.error("cache entry not stored: %s", fut.exception())
+            log.error("%d cache entries not stored: %s", len(batch), fut.exception())
 
     async def drain(self) -> None:
-        """Wait for the stores handed to the worker (tests, shutdown)."""
+        """Write what is queued now and wait for it (tests, shutdown)."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush()
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-    def _put(self, e: Entry, blob: bytes, replace: bool) -> bool:
+    def _put_batch(self, batch: list[tuple[Entry, bytes, bool]]) -> int:
         conn = self._conn()
-        # Written once: an existing live entry wins over a concurrent store of the same key;
-        # an expired one is replaced; a refresh replaces an older entry, never a newer one.
-        cur = conn.execute(
-            "INSERT INTO cache_entries (key, tenant, body, size, stored_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET tenant = excluded.tenant, body = excluded.body, size = excluded.size,"
-            " stored_at = excluded.stored_at, expires_at = excluded.expires_at"
-            " WHERE cache_entries.expires_at <= excluded.stored_at"
-            " OR (? AND cache_entries.stored_at < excluded.stored_at)",
-            (e.key, e.tenant, blob, len(blob), e.stored_at, e.expires_at, replace))
-        stored = cur.rowcount > 0
-        if stored:
-            self._total += len(blob)
+        stored = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for e, blob, replace in batch:
+                # Written once: an existing live entry wins over a concurrent store of the same
+                # key; an expired one is replaced; a refresh replaces an older entry, never a
+                # newer one.
+                cur = conn.execute(
+                    "INSERT INTO cache_entries (key, tenant, body, size, stored_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET tenant = excluded.tenant,"
+                    " body = excluded.body, size = excluded.size, stored_at = excluded.stored_at,"
+                    " expires_at = excluded.expires_at WHERE cache_entries.expires_at <= excluded.stored_at"
+                    " OR (? AND cache_entries.stored_at < excluded.stored_at)",
+                    (e.key, e.tenant, blob, len(blob), e.stored_at, e.expires_at, replace))
+                if cur.rowcount > 0:
+                    stored += 1
+                    self._total += len(blob)
             if self._total > self.max_total_bytes:
-                self._evict(conn, e.stored_at)
+                self._evict(conn, batch[-1][0].stored_at)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return stored
 
     def _evict(self, conn: sqlite3.Connection, now: float) -> None:
