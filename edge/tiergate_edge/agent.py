@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from tiergate.compose import build_app
 from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE, WORDLLAMA
+from tiergate.config.cache import CacheConfig, ExactCacheConfig, SemanticCacheConfig
 from tiergate.config.cascades import CascadePolicy
 from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
 from tiergate.limits.admission import Principal
@@ -81,8 +82,17 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     if edge.cloud_api_base and edge.escalate_poor_answers:
         cascades[ESCALATE_POLICY] = CascadePolicy(mode="escalate", models=[LOCAL_NAME, CLOUD_NAME],
                                                   threshold=edge.escalate_threshold)
-    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability, cascades=cascades),
-                   source="edge")
+    cache = base.cache if base is not None else edge_cache(edge)
+    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability, cascades=cascades,
+                               cache=cache), source="edge")
+
+
+def edge_cache(edge: EdgeSettings) -> CacheConfig:
+    if edge.cache == "off":
+        return CacheConfig()
+    exact = ExactCacheConfig(ttl_s=edge.cache_ttl_s)
+    semantic = SemanticCacheConfig(ttl_s=edge.cache_ttl_s, threshold=edge.cache_threshold)
+    return CacheConfig(exact=exact, semantic=semantic if edge.cache == "semantic" else None)
 
 
 class _EdgeKeys:
@@ -199,8 +209,14 @@ def build_edge_app(agent: EdgeAgent) -> FastAPI:
     master = agent.settings.master_key.get_secret_value() if agent.settings.master_key else None
     admission = RecordingAdmission(MasterKeyAdmission(master), agent.outbox, device=socket.gethostname())
     # The cascade runner gives local-then-cloud escalation of weak local answers.
+    semantic = None
+    if agent.catalog.cache.semantic is not None:
+        from tiergate_edge.semantic import semantic_cache
+
+        semantic = semantic_cache(agent.edge.data_dir)
     return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                      router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
                      responses=agent.responses,
+                     semantic_cache=semantic,
                      health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
                      on_shutdown=[agent.stop])

@@ -19,7 +19,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, EdgeSettings]:
     settings = Settings(**core)
     edge: dict[str, Any] = {"data_dir": settings.data_dir}
     for flag, field in (("model", "model"), ("cloud", "cloud_url"), ("policy", "policy"), ("threads", "n_threads"),
-                        ("ctx", "n_ctx_cap"), ("chat_format", "chat_format"), ("queue", "queue_path")):
+                        ("ctx", "n_ctx_cap"), ("chat_format", "chat_format"), ("queue", "queue_path"),
+                        ("cache", "cache")):
         if getattr(args, flag) is not None:
             edge[field] = getattr(args, flag)
     return settings, EdgeSettings(**edge)
@@ -70,6 +71,8 @@ def add_edge_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--chat-format", help="llama.cpp chat format when the GGUF has no template")
     p.add_argument("--data-dir", type=Path, help="where the model, queue and usage outbox live")
     p.add_argument("--queue", type=Path, help="SQLite queue path (default: <data-dir>/edge-queue.sqlite3)")
+    p.add_argument("--cache", choices=["off", "exact", "semantic"],
+                   help="response cache on the device (default off; semantic needs tiergate[semantic])")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run_edge)
     return p

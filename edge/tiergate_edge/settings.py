@@ -61,6 +61,12 @@ class EdgeSettings(BaseSettings):
     probe_backoff_max_s: float = Field(5.0, gt=0)
     offload_timeout_s: float = Field(120.0, gt=0)
 
+    #: Response cache on the device: off, exact, or semantic (exact and semantic).
+    cache: Literal["off", "exact", "semantic"] = "off"
+    cache_ttl_s: int = Field(3600, ge=1)
+    #: Cosine similarity a semantic hit needs (the lexical guard must pass too).
+    cache_threshold: float = Field(0.9, gt=0, le=1)
+
     data_dir: Path = Field(default_factory=default_data_dir)
     queue_path: Path | None = None
     drain_concurrency: int = Field(2, ge=1, le=32)

@@ -87,14 +87,16 @@ class RecordingAdmission:
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         await self._inner.settle(ticket, outcome)
         dep = outcome.deployment
-        if dep is None or dep.adapter != LLAMA_CPP:
+        # A cache hit never reaches the cloud, whichever deployment first answered it.
+        if dep is None or (dep.adapter != LLAMA_CPP and not outcome.cache_hit):
             return
         record = {"id": ticket.request_id, "source": "edge", "device": self._device,
                   "key_id": ticket.principal.key_id, "tenant": ticket.principal.tenant, "model": dep.name,
                   "tier": dep.tier, "prompt_tokens": outcome.prompt_tokens,
                   "completion_tokens": outcome.completion_tokens, "cost_usd": outcome.cost_usd,
                   "latency_ms": round(outcome.latency_ms, 2), "attempts": outcome.attempts,
-                  "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "ts": time.time()}
+                  "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd,
+                  "ts": time.time()}
         await asyncio.to_thread(self._outbox.add, record)
 
     async def aclose(self) -> None:

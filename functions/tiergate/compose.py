@@ -21,6 +21,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from tiergate.api.app import Hook, create_app
+from tiergate.cache.service import ResponseCache, SemanticLookup
+from tiergate.cache.store import ExactStore
 from tiergate.cascade.runner import CascadeRunner, RemoteCascade
 from tiergate.cascade.service import CascadeDeps
 from tiergate.config import catalog as catalog_mod
@@ -63,6 +65,10 @@ class Plugin:
     def health_info(self) -> Mapping[str, Any]:
         return {}
 
+    def semantic_cache(self, settings: Settings, catalog: Catalog) -> SemanticLookup | None:
+        """A semantic cache (an embedding model and a vector index), if this home has one."""
+        return None
+
 
 def build_services(
     settings: Settings,
@@ -79,6 +85,7 @@ def build_services(
     health_sources: Sequence[HealthSource] = (),
     remote_cascade: RemoteCascade | None = None,
     responses: ResponseStore | None = None,
+    semantic_cache: SemanticLookup | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -109,13 +116,42 @@ def build_services(
 
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
     cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
+    for plugin in plugins:
+        semantic_cache = semantic_cache or plugin.semantic_cache(settings, catalog)
+    cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache,
+                        client=getattr(store, "client", None))
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs,
+        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, cache=cache,
         health_sources=(*plugins, *health_sources),
     )
+
+
+def build_cache(settings: Settings, catalog: Catalog, *, keys_may_opt_in: bool,
+                semantic: SemanticLookup | None = None, client: Any = None) -> ResponseCache | None:
+    """The response cache, when the catalog configures one or virtual keys may opt in; its
+    exact store is the home's kind (DynamoDB in the cloud, on the record store's boto3
+    client when given: no second client at cold start; a SQLite file elsewhere)."""
+    if not (catalog.cache.configured or keys_may_opt_in or semantic is not None):
+        return None
+    exact: ExactStore
+    if settings.store == "dynamodb":
+        from tiergate.cache.dynamodb import DynamoExactStore, create_table
+        from tiergate.stores import dynamodb
+
+        client = client or dynamodb.make_client(settings.dynamodb_endpoint_url)
+        if settings.dynamodb_endpoint_url is not None:  # a local emulator: dev and tests
+            create_table(client, settings.table_cache)
+        exact = DynamoExactStore(client, settings.table_cache)
+    else:
+        from tiergate.cache.sqlite import SqliteExactStore
+
+        bound = catalog.cache.exact.max_total_bytes if catalog.cache.exact else 256 * 1024 * 1024
+        path = settings.cache_path or (":memory:" if settings.store == "memory" else settings.data_dir / "cache.sqlite3")
+        exact = SqliteExactStore(path, max_total_bytes=bound)
+    return ResponseCache(catalog.cache, catalog.by_id, exact=exact, semantic=semantic)
 
 
 def build_app(

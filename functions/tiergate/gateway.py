@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from tiergate.cache.replay import StreamCollector, hit_response, replay_chunks
+from tiergate.cache.service import NO_CACHE, Lookup
 from tiergate.config.catalog import ModelSpec
 from tiergate.dialects import native as native_dialects
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
@@ -64,6 +66,8 @@ class ResponseMeta:
     budget_headers: dict[str, str] = field(default_factory=dict)
     cascade: str | None = None
     replay: bool = False
+    #: The cache step's outcome (x-tiergate-cache, -age, -similarity, -reason).
+    cache: Lookup | None = None
 
     def headers(self) -> dict[str, str]:
         d = self.deployment
@@ -77,6 +81,8 @@ class ResponseMeta:
         h.update({k: header_safe(v) for k, v in self.budget_headers.items()})
         if self.replay:
             h["x-tiergate-idempotent-replay"] = "true"
+        if self.cache is not None:
+            h.update({k: header_safe(v) for k, v in self.cache.headers().items()})
         return h
 
 
@@ -105,7 +111,9 @@ class Completed:
     @property
     def headers(self) -> dict[str, str]:
         if self.stored_headers is not None:
-            return {**self.stored_headers, "x-tiergate-idempotent-replay": "true"}
+            # An idempotent replay is not a cache hit: the first response's cache headers go.
+            kept = {k: v for k, v in self.stored_headers.items() if not k.startswith("x-tiergate-cache")}
+            return {**kept, "x-tiergate-idempotent-replay": "true"}
         return self.meta.headers()
 
     @property
@@ -224,7 +232,7 @@ class Gateway:
             "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd,
             "budget_utilization_percent": a.ticket.budget_utilization_percent,
         })
 
@@ -260,8 +268,11 @@ class Gateway:
 
     async def _complete(self, req: GatewayRequest, principal: Principal) -> Completed:
         plan = self.plan(req, principal)
+        look = await self._cache_lookup(req, principal, plan)
+        if look.hit:
+            return await self._cache_hit(look, plan, principal)
         if plan.mode == "cascade":
-            return await self._cascade(req, principal, plan)
+            return await self._keep(look, await self._cascade(req, principal, plan))
         a = await self._admit(req, principal, plan)
         try:
             r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
@@ -283,23 +294,32 @@ class Gateway:
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
             outcome="ok", capability=_capability(a.plan))))
-        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd), dialect=r.dialect)
+        return await self._keep(look, Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd),
+                                                dialect=r.dialect))
 
     # --- streaming ----------------------------------------------------------------------
 
     async def stream(self, req: GatewayRequest, principal: Principal) -> Streaming:
         plan = self.plan(req, principal)
+        look = await self._cache_lookup(req, principal, plan)
+        if look.hit:
+            return _as_stream(await self._cache_hit(look, plan, principal), req.include_usage)
         if plan.mode == "cascade":
-            return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
+            return _as_stream(await self._keep(look, await self._cascade(req, principal, plan)), req.include_usage)
         a = await self._admit(req, principal, plan)
         try:
             h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx, native=req.native)
         except BaseException as e:
             await self._release(a, e)
             raise
-        if h.dialect != "chat":
-            return Streaming(a.meta(h.deployment, h.attempts), self._native_events(a, h, req), True, h.dialect)
-        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
+        meta = a.meta(h.deployment, h.attempts)
+        meta.cache = look
+        if h.dialect != "chat":  # a native stream is relayed as is, and never cached
+            return Streaming(meta, self._native_events(a, h, req), True, h.dialect)
+        chunks = self._chunks(a, h, req)
+        if look.storable:
+            chunks = self._keep_stream(look, chunks, h.deployment)
+        return Streaming(meta, chunks, req.include_usage)
 
     async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
         """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
@@ -409,6 +429,55 @@ class Gateway:
         if held is not None:
             yield held
 
+    # --- the cache step (tiergate.cache) -------------------------------------------------
+
+    async def _cache_lookup(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Lookup:
+        cache = self.s.cache
+        return NO_CACHE if cache is None else await cache.lookup(req, principal, plan)
+
+    async def _cache_hit(self, look: Lookup, plan: RoutePlan, principal: Principal) -> Completed:
+        """A hit costs nothing and takes no reservation (nor a rate-limit slot: it uses no
+        upstream capacity); it is still a request of this key, recorded as one."""
+        assert look.entry is not None and look.deployment is not None
+        started, request_id, spec = time.perf_counter(), new_request_id(), look.deployment
+        response = hit_response(look.entry.response, request_id, look.entry.cost_usd)
+        usage = response.get("usage") or {}
+        ticket = Ticket(request_id=request_id, principal=principal, deployment=spec, reserved_usd=0.0,
+                        reserved_tokens=0)
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started)
+        await asyncio.shield(self._settle(a, Outcome(
+            deployment=spec, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000, attempts=0, outcome="cache_hit", cache_hit=True,
+            saved_usd=look.entry.cost_usd, capability=_capability(plan))))
+        similar = f" (similarity {look.similarity:.3f})" if look.similarity is not None else ""
+        meta = ResponseMeta(request_id, spec, 0, f"cache {look.status}{similar}: answered by {spec.name} "
+                            f"{int(look.age_s or 0)}s ago", 0.0, cache=look)
+        return Completed(response, meta)
+
+    async def _keep(self, look: Lookup, done: Completed) -> Completed:
+        """Store a fresh non-streamed answer (when the lookup says it may be kept)."""
+        # A native-dialect answer (an Anthropic or Responses body) is not a chat completion: not kept.
+        if look.storable and self.s.cache is not None and done.status == 200 and done.dialect == "chat":
+            await self.s.cache.keep(look, done.response, done.deployment, done.cost_usd)
+        done.meta.cache = look
+        return done
+
+    async def _keep_stream(self, look: Lookup, chunks: AsyncIterator[dict[str, Any]], spec: ModelSpec
+                           ) -> AsyncIterator[dict[str, Any]]:
+        """Forward a stream; store the answer it assembled only once it completed (the inner
+        generator settled). A stream that failed or lost its client is not stored."""
+        collected = StreamCollector()
+        try:
+            async for chunk in chunks:
+                collected.add(chunk)
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        if collected.complete and self.s.cache is not None:
+            answer = collected.completion()
+            await self.s.cache.keep(look, answer, spec, float((answer.get("usage") or {}).get("cost_usd") or 0.0))
+
     # --- cascades -----------------------------------------------------------------------
 
     async def _cascade(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Completed:
@@ -442,19 +511,12 @@ def _replay_meta(hit: Hit) -> ResponseMeta:
 
 
 def _as_stream(done: Completed, include_usage: bool) -> Streaming:
-    """A cascade needs the whole answer to score it: stream the final answer as chunks."""
+    """A cascade needs the whole answer to score it, and a cache hit has it already: stream
+    the final answer as chunks (the same shape as a live stream's, usage chunk last)."""
     r = done.response
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
-        base = {"id": r.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
-                "created": r.get("created", int(time.time())), "model": r.get("model", done.deployment.name)}
-        for i, ch in enumerate(r.get("choices") or ()):
-            msg = ch.get("message") or {}
-            delta = {k: v for k, v in msg.items() if v is not None}
-            if delta.get("tool_calls"):
-                delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(delta["tool_calls"])]
-            yield {**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": i, "delta": {}, "finish_reason": ch.get("finish_reason")}]}
-        yield {**base, "choices": [], "usage": r.get("usage")}
+        for chunk in replay_chunks(r, done.deployment.name):
+            yield chunk
 
     return Streaming(done.meta, chunks(), include_usage)

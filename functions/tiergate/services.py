@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tiergate.cache.service import ResponseCache
 from tiergate.cascade.runner import CascadeRunner
 from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.execution.circuit import CircuitBoard
@@ -88,6 +89,8 @@ class Services:
     #: Responses API state (``store: true``, ``previous_response_id``); on the store, or the
     #: edge's own SQLite file.
     responses: ResponseStore | None = None
+    #: The response cache (None when the catalog configures none and no key may opt in).
+    cache: ResponseCache | None = None
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None

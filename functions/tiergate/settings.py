@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     table_responses: str = "tiergate-responses"
     #: How long a stored Responses API response (``store: true``) can be continued or read.
     responses_ttl_s: int = Field(30 * 86400, gt=0)
+    #: The response cache's table (DynamoDB) / file (SQLite; default ``<data_dir>/cache.sqlite3``).
+    table_cache: str = "tiergate-cache"
+    cache_path: Path | None = None
 
     # Cloud: provider keys in Secrets Manager, cascades on Step Functions.
     provider_keys_secret: str | None = None

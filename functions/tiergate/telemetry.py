@@ -27,6 +27,7 @@ METRIC_PROMPT_TOKENS = "PromptTokens"
 METRIC_COMPLETION_TOKENS = "CompletionTokens"
 METRIC_COST = "CostUsd"
 METRIC_CACHE_HITS = "CacheHits"
+METRIC_CACHE_SAVED = "CacheSavedUSD"
 METRIC_ERRORS = "Errors"
 METRIC_BUDGET_UTILIZATION = "BudgetUtilizationPercent"
 DIMENSION_TIER = "tier"
@@ -65,6 +66,7 @@ def metric_values(record: Mapping[str, Any]) -> list[tuple[str, str, float]]:
         ("prompt_tokens", METRIC_PROMPT_TOKENS, "Count"),
         ("completion_tokens", METRIC_COMPLETION_TOKENS, "Count"),
         ("cost_usd", METRIC_COST, "None"),
+        ("saved_usd", METRIC_CACHE_SAVED, "None"),
     ):
         value = record.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):

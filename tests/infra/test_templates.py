@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses")
+TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses", "cache")
 
 
 def resources(template, type_: str) -> dict:
@@ -30,7 +30,11 @@ def test_tables_schema_ttl_billing_and_pitr(dev):
     assert sorted(tables) == sorted(TABLES)
     for name, res in tables.items():
         p = res["Properties"]
-        assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+        if name == "cache":  # entries by key alone (tiergate/cache/dynamodb.py)
+            assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+        else:
+            assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                      {"AttributeName": "sk", "KeyType": "RANGE"}]
         assert p["BillingMode"] == "PAY_PER_REQUEST"
         assert p["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
         pitr = p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
@@ -118,6 +122,7 @@ def test_iam_least_privilege_on_data_tables(dev):
         assert all("*" not in a for a in actions), actions
         assert "dynamodb:Scan" not in actions and "dynamodb:DeleteTable" not in actions
         assert not [r for r in s["Resource"] if "*" in json.dumps(r)], s["Resource"]
+        assert all(f"table/tiergate-dev-{t}" in json.dumps(s["Resource"]) for t in TABLES)
     for s in _statements(dev.gateway):
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         assert "*" not in actions and not [a for a in actions if a.endswith(":*")], s

@@ -57,6 +57,8 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
                 await hook(services)
             await services.registry.aclose()
             await services.admission.aclose()
+            if services.cache is not None:
+                await services.cache.aclose()
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services

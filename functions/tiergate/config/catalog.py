@@ -25,6 +25,7 @@ from tiergate.config import diagnostics, pricing
 from tiergate.config.adapters import ADAPTERS, LITELLM, Adapter
 from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
+from tiergate.config.cache import CacheConfig
 from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import InvalidRequest
 
@@ -116,6 +117,7 @@ class CatalogFile(Strict):
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     cascades: dict[str, CascadePolicy] = Field(default_factory=dict)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("aliases")
     @classmethod
@@ -135,6 +137,7 @@ class Catalog(Strict):
     reliability: ReliabilityConfig
     cascades: dict[str, CascadePolicy]
     budgets: BudgetsConfig
+    cache: CacheConfig = CacheConfig()
     source: str = "default"
 
     model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
@@ -256,7 +259,8 @@ def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
         raise CatalogProblems(problems)
     return Catalog(
         models=tuple(models), aliases=dict(raw.aliases), routing=raw.routing,
-        reliability=raw.reliability, cascades=dict(raw.cascades), budgets=raw.budgets, source=source,
+        reliability=raw.reliability, cascades=dict(raw.cascades), budgets=raw.budgets, cache=raw.cache,
+        source=source,
     )
 
 

@@ -101,6 +101,8 @@ class Outcome:
     outcome: str                 # "ok" | "error:<code>" | "cache_hit"
     cache_hit: bool = False
     capability: str | None = None  # the task type, for /metrics
+    #: A cache hit: what the answer cost when it was produced (the hit itself costs 0).
+    saved_usd: float = 0.0
 
 
 class Admission(Protocol):

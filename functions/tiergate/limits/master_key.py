@@ -45,6 +45,7 @@ class MasterKeyAdmission:
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
             "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms,
             "attempts": outcome.attempts, "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "saved_usd": outcome.saved_usd,
             "ts": time.time(),
         })
 

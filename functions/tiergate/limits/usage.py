@@ -39,6 +39,7 @@ def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days
         "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
         "cost_usd": round(outcome.cost_usd, 9), "reserved_usd": round(ticket.reserved_usd, 9),
         "latency_ms": round(outcome.latency_ms, 3), "cache_hit": outcome.cache_hit,
+        "saved_usd": round(outcome.saved_usd, 9),
         "attempts": outcome.attempts, "outcome": outcome.outcome, "capability": outcome.capability,
         "expires_at": int(now) + retention_days * 86400,
     }
@@ -52,6 +53,10 @@ def metric_corrections(rec: dict[str, Any], *, now: float) -> list[Correction]:
                       to_nano(rec["cost_usd"]), exp)]
     if rec.get("capability"):
         out.append(Correction(CounterKey("budgets", METRICS_PK, f"{month}#cap#{rec['capability']}"), 1, exp))
+    if rec.get("cache_hit"):
+        out += [Correction(CounterKey("budgets", METRICS_PK, f"{month}#hit#{rec['tier']}"), 1, exp),
+                Correction(CounterKey("budgets", METRICS_PK, f"{month}#saved#{rec['tier']}"),
+                           to_nano(rec.get("saved_usd") or 0.0), exp)]
     return out
 
 
@@ -81,7 +86,29 @@ def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
         "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
         "completion_tokens": sum(r.get("completion_tokens", 0) for r in recs),
         "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in recs), 9),
+        "cache": cache_summary(recs),
     }
+
+
+def _hit_rate(hits: int, requests: int) -> float | None:
+    return round(hits / requests, 4) if requests else None
+
+
+def cache_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cache hits, hit rate and dollars saved, overall and per tier."""
+    tiers: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        t = tiers.setdefault(str(r.get("tier")), {"requests": 0, "hits": 0, "saved_usd": 0.0})
+        t["requests"] += 1
+        if r.get("cache_hit"):
+            t["hits"] += 1
+            t["saved_usd"] += r.get("saved_usd") or 0.0
+    for t in tiers.values():
+        t["hit_rate"], t["saved_usd"] = _hit_rate(t["hits"], t["requests"]), round(t["saved_usd"], 9)
+    hits = sum(t["hits"] for t in tiers.values())
+    return {"hits": hits, "hit_rate": _hit_rate(hits, len(recs)),
+            "saved_usd": round(sum(t["saved_usd"] for t in tiers.values()), 9),
+            "per_tier": dict(sorted(tiers.items()))}
 
 
 async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict[str, Any]:
@@ -91,6 +118,8 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
     req: dict[str, int] = {}
     cost: dict[str, float] = {}
     caps: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    saved: dict[str, float] = {}
     for k, st in counters.items():
         m, kind, name = k.sk.split("#", 2)
         if m != month:
@@ -101,6 +130,10 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
             cost[name] = to_usd(st.used)
         elif kind == "cap":
             caps[name] = st.used
+        elif kind == "hit":
+            hits[name] = st.used
+        elif kind == "saved":
+            saved[name] = to_usd(st.used)
     limit = cfg.global_.monthly_usd
     total = sum(cost.values())
     return {
@@ -110,6 +143,10 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
         "total_cost_usd": round(total, 6),
         "budget_utilization_percentage": round(100 * total / limit, 2) if limit else None,
         "most_used_capabilities": [c for c, _ in sorted(caps.items(), key=lambda kv: (-kv[1], kv[0]))[:5]],
+        "cache_hits_per_tier": {t: hits.get(t, 0) for t in sorted(req)},
+        "cache_hit_rate_per_tier": {t: _hit_rate(hits.get(t, 0), n) for t, n in sorted(req.items())},
+        "cache_saved_usd_per_tier": {t: round(saved.get(t, 0.0), 6) for t in sorted(req)},
+        "cache_saved_usd": round(sum(saved.values()), 6),
     }
 
 

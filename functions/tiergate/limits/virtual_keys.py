@@ -15,7 +15,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -49,6 +49,8 @@ class KeyLimits(BaseModel):
     tpm: int | None = Field(None, gt=0)
     #: Epoch seconds after which the key stops working.
     valid_until: float | None = None
+    #: Response cache for this key: off, exact, semantic (exact and semantic), or unset (the catalog's).
+    cache: Literal["off", "exact", "semantic"] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("allowed_tiers")

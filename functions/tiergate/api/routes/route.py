@@ -64,6 +64,8 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
         out["estimated_max_cost_usd"] = round(Gateway.estimate(plan.candidates[0], plan)[2], 10)
         if req.native is not None:
             out["native"] = plan.candidates[0].has("messages_api")
+    if services.cache is not None:
+        out["cache"] = await services.cache.explain(req, principal, plan)
     if draft is not None and services.cascades is not None and req.operation == "chat":
         out["draft"] = services.cascades.explain(req, plan.cascade_policy, draft)
     return out
