@@ -60,6 +60,8 @@ class EdgeSettings(BaseSettings):
     job_lease_s: float = Field(300.0, gt=0)
     usage_sync_interval_s: float = Field(30.0, gt=0)
     usage_sync_batch: int = Field(200, ge=1, le=5000)
+    #: The dashboard's edge view: one status sample per interval (the last 360 kept).
+    history_interval_s: float = Field(10.0, gt=0)
 
     @field_validator("cloud_url")
     @classmethod

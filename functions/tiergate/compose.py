@@ -31,14 +31,16 @@ from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.store_admission import StoreAdmission
+from tiergate.limits.usage import MemoryLedger
 from tiergate.limits.virtual_keys import KeyService
+from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
 from tiergate.routing.plan import Router
-from tiergate.services import Availability, Deferrer, HealthSource, JobLookup, Planner, Services
+from tiergate.services import Availability, Deferrer, EdgeStatus, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
 from tiergate.stores import open_store
-from tiergate.telemetry import NoopTelemetry, Telemetry
+from tiergate.telemetry import FanoutTelemetry, Telemetry
 
 
 class Plugin:
@@ -77,6 +79,8 @@ def build_services(
     plugins: Sequence[Plugin] = (),
     health_sources: Sequence[HealthSource] = (),
     remote_cascade: RemoteCascade | None = None,
+    usage_log: MemoryLedger | None = None,
+    edge: EdgeStatus | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -106,13 +110,29 @@ def build_services(
 
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
     cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
+    prometheus = PrometheusMetrics(models=catalog.groups, deployments=[m.deployment_id for m in catalog.models],
+                                   policies=catalog.cascades)
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
-        telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, deferrer=deferrer, jobs=jobs,
-        health_sources=(*plugins, *health_sources),
+        telemetry=build_telemetry(settings, prometheus, telemetry), cascades=cascades, store=store,
+        virtual_keys=virtual_keys, idempotency=idempotency, deferrer=deferrer, jobs=jobs,
+        health_sources=(*plugins, *health_sources), prometheus=prometheus, usage_log=usage_log, edge=edge,
     )
+
+
+def build_telemetry(settings: Settings, prometheus: PrometheusMetrics, home: Telemetry | None) -> Telemetry:
+    """Every home's sinks: Prometheus (scraped from ``/metrics``), the home's own (Powertools
+    in Lambda), OpenTelemetry when an OTLP endpoint is set (imported only then)."""
+    sinks: list[Telemetry] = [prometheus]
+    if home is not None:
+        sinks.append(home)
+    if settings.otel_exporter_otlp_endpoint:
+        from tiergate.observe.otel import OtelTelemetry
+
+        sinks.append(OtelTelemetry(settings.otel_exporter_otlp_endpoint, service_name=settings.otel_service_name,
+                                   export_interval_s=settings.otel_metric_export_interval_s))
+    return sinks[0] if len(sinks) == 1 else FanoutTelemetry(sinks)
 
 
 def build_app(

@@ -194,12 +194,15 @@ class Gateway:
     async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
         """Settle once (durable when it returns) and publish the request's telemetry."""
         await self.s.admission.settle(a.ticket, outcome)
-        dep = outcome.deployment
+        # A failed request is reported under the deployment it was planned for.
+        dep = outcome.deployment or a.plan.candidates[0]
         self.s.telemetry.emit({
-            "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
+            "request_id": a.ctx.request_id, "model": dep.name, "tier": dep.tier, "requested_model": a.plan.requested,
+            "upstream_model": dep.wire_model, "provider": dep.model.partition("/")[0], "operation": "chat",
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+            "attempts": outcome.attempts, "fallback": outcome.fallback, "outcome": outcome.outcome,
+            "cache_hit": outcome.cache_hit, "task_type": outcome.capability,
             "budget_utilization_percent": a.ticket.budget_utilization_percent,
         })
 
@@ -251,7 +254,8 @@ class Gateway:
         await asyncio.shield(self._settle(a, Outcome(
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
-            outcome="ok", capability=_capability(a.plan))))
+            outcome="ok", capability=_capability(a.plan),
+            fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id)))
         return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
 
     # --- streaming ----------------------------------------------------------------------
@@ -266,9 +270,11 @@ class Gateway:
         except BaseException as e:
             await self._release(a, e)
             raise
-        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
+        ttft_ms = (time.perf_counter() - a.started) * 1000  # the handle holds the first chunk
+        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req, ttft_ms), req.include_usage)
 
-    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest,
+                      ttft_ms: float) -> AsyncIterator[dict[str, Any]]:
         """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
         spec, prompt_est = h.deployment, req.needs.prompt_tokens
         usage: dict[str, Any] | None = None
@@ -282,7 +288,8 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan), ttft_ms=ttft_ms,
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id)))
 
         settled = False
         try:
@@ -343,9 +350,13 @@ class Gateway:
         meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
                             cascade=r.header_value)
         # Every step was settled as it finished; only the request's telemetry is left.
-        self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
+        dep = r.deployment
+        self.s.telemetry.emit({"request_id": request_id, "model": dep.name, "tier": dep.tier,
+                               "requested_model": plan.requested, "upstream_model": dep.wire_model,
+                               "provider": dep.model.partition("/")[0], "operation": "chat",
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
-                               "cascade_steps": len(r.steps), "outcome": "ok"})
+                               "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
+                               "outcome": "ok", "task_type": _capability(plan)})
         return Completed(r.response, meta)
 
 

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     lambda_initialization_type: str | None = Field(
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
 
+    #: OpenTelemetry (GenAI semantic conventions) over OTLP/HTTP: on when an endpoint is set
+    #: (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``, e.g. ``http://collector:4318``), a no-op otherwise.
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias=AliasChoices(
+        "TIERGATE_OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otel_service_name: str = Field("tiergate", validation_alias=AliasChoices(
+        "TIERGATE_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"))
+    otel_metric_export_interval_s: float = Field(15.0, gt=0)
+    #: ``/dashboard`` sessions: how long a sign-in lasts.
+    dashboard_session_ttl_s: int = Field(8 * 3600, gt=0)
+
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)
     log_prompts: bool = False

@@ -13,14 +13,16 @@ from fastapi import APIRouter, FastAPI
 
 from tiergate import __version__
 from tiergate.api import errors
-from tiergate.api.routes import budget, chat, health, keys, metrics, models, route, simple, usage
+from tiergate.api.routes import budget, chat, dashboard, health, keys, metrics, models, route, simple, usage
 from tiergate.services import Services
+from tiergate.telemetry import close_telemetry
 
 Hook = Callable[[Services], Awaitable[None]]
 
 #: Routes every home serves, and the ones that need a record store.
-CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router)
-STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, metrics.router)
+CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router,
+                                        metrics.router, dashboard.router)
+STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router)
 
 
 def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), on_startup: Iterable[Hook] = (),
@@ -38,6 +40,7 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
                 await hook(services)
             await services.registry.aclose()
             await services.admission.aclose()
+            close_telemetry(services.telemetry)
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services
