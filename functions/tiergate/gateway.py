@@ -351,10 +351,13 @@ class Gateway:
                             cascade=r.header_value)
         # Every step was settled as it finished; only the request's telemetry is left.
         dep = r.deployment
+        u = r.response.get("usage") or {}  # summed over every step's call
         self.s.telemetry.emit({"request_id": request_id, "model": dep.name, "tier": dep.tier,
                                "requested_model": plan.requested, "upstream_model": dep.wire_model,
                                "provider": dep.model.partition("/")[0], "operation": "chat",
+                               "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens"),
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
+                               "attempts": r.attempts,
                                "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
                                "outcome": "ok", "task_type": _capability(plan)})
         return Completed(r.response, meta)

@@ -21,7 +21,7 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True, populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"

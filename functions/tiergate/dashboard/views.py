@@ -24,6 +24,7 @@ BASELINE_METHOD = (
     "Savings = that estimate - the actual cost. It assumes the top-tier model would have used the same "
     "tokens, and counts failed requests (no tokens) as zero on both sides. Cache savings are the costs "
     "the cache hits recorded as saved.")
+NAMED = "model named"
 PERCENTILE_METHOD = "Percentiles are nearest-rank over the requests in the filter (p50 = median)."
 
 
@@ -185,7 +186,8 @@ def routing(records: list[dict[str, Any]]) -> dict[str, Any]:
             steps[str(r["cascade_policy"])][int(r.get("cascade_step") or 0)] += 1
             if int(r.get("cascade_step") or 0) > 0:
                 continue  # a request is one decision: count a cascade at its first step
-        decisions[str(r.get("capability") or "unclassified")][str(r.get("tier"))] += 1
+        # Only ``auto`` (and cascades) classify the task; a named model is its own decision.
+        decisions[str(r.get("capability") or NAMED)][str(r.get("tier"))] += 1
         if r.get("predicted_quality") is not None and r.get("feedback_score") is not None:
             quality.append({"predicted": float(r["predicted_quality"]), "feedback": float(r["feedback_score"])})
     cascades = []

@@ -81,13 +81,19 @@ class Snapshot:
 
 
 class _Scrape:
-    """What the encoder collects: the registry's series, then the snapshot's gauges."""
+    """What the encoder collects: the registry's series, then the snapshot's gauges. The
+    text format gets no ``*_created`` samples (OpenMetrics carries them as metadata; in
+    text 0.0.4 they would double the series for nothing); the library's switch for that
+    is process-global, so they are dropped here instead."""
 
-    def __init__(self, registry: CollectorRegistry, gauges: list[Metric]) -> None:
-        self._registry, self._gauges = registry, gauges
+    def __init__(self, registry: CollectorRegistry, gauges: list[Metric], *, created: bool) -> None:
+        self._registry, self._gauges, self._created = registry, gauges, created
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._registry.collect()
+        for metric in self._registry.collect():  # fresh Metric objects on every collect
+            if not self._created:
+                metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
         yield from self._gauges
 
 
@@ -202,7 +208,8 @@ class PrometheusMetrics:
     def render(self, accept: str | None, snapshot: Snapshot = Snapshot()) -> tuple[bytes, str]:
         """The exposition the ``Accept`` header asks for (OpenMetrics or text 0.0.4)."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(_Scrape(self.registry, self._gauges(snapshot))), content_type  # type: ignore[arg-type]
+        scrape = _Scrape(self.registry, self._gauges(snapshot), created=content_type.startswith("application/openmetrics"))
+        return encoder(scrape), content_type  # type: ignore[arg-type]
 
     def _gauges(self, snap: Snapshot) -> list[Metric]:
         util = GaugeMetricFamily("tiergate_budget_utilization_percent",
