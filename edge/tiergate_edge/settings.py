@@ -20,7 +20,8 @@ def _default_threads() -> int:
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     #: A GGUF path, or ``bundled:gemma3-270m`` for the packaged default model.
     model: str = "bundled:gemma3-270m"

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.edge.conftest import tiny_gguf  # noqa: F401 (the edge view runs a real agent on it)
 from tests.support.traffic import Served, known_traffic
 
 

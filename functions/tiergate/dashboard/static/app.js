@@ -42,7 +42,7 @@ function table(headers, rows) {
 }
 
 function td(value, fmt, testid) {
-  return el("td", { class: typeof value === "number" ? "num" : "", "data-testid": testid,
+  return el("td", { class: typeof value === "number" || (value === null && fmt) ? "num" : "", "data-testid": testid,
     "data-value": testid ? JSON.stringify(value) : undefined }, fmt ? fmt(value) : value);
 }
 
@@ -178,7 +178,7 @@ function renderBudgets(d) {
   out.push(panel("Budgets", d.scopes.length ? table([{ label: "scope" }, { label: "id" }, { label: "period" }, { label: "limit", num: true },
     { label: "spent", num: true }, { label: "reserved", num: true }, { label: "remaining", num: true }, { label: "used", num: true }], rows)
     : empty("No budget limits apply to this filter.")));
-  const charts = d.scopes.filter((s) => s.scope !== "tier").map((s) => panel(`${s.scope} ${s.id} — ${s.period}ly: spent / reserved / limit`,
+  const charts = d.scopes.filter((s) => s.scope !== "tier").map((s) => panel(`${s.scope} ${s.id} — ${s.period === "day" ? "daily" : "monthly"}: spent / reserved / limit`,
     C.hBars(`${s.scope} ${s.id} ${s.period}`, [{ label: "USD", values: [s.spent_usd, s.reserved_usd, s.limit_usd] }], ["spent", "reserved", "limit"], usd),
     s.burn_down ? C.lineChart(`burn-down ${s.scope} ${s.id} ${s.period}`, s.burn_down.map((p, i) => ({ x: i, y: p.remaining_usd })), usd,
       [{ y: s.limit_usd - s.soft_limit_usd, label: "soft limit", color: "#b45309" }], s.limit_usd) : empty("Burn-down: only the master key sees global spend over time.")));

@@ -73,6 +73,12 @@ function stackedBars(label, categories, series, fmt, line) {
     const pts = line.values.map((v, i) => `${L + (w * (i + 0.5)) / categories.length},${T + h - (h * v) / max}`);
     s.appendChild(svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: "#111827", "stroke-width": 2,
       "stroke-dasharray": "5 3" }));
+    pts.forEach((pt, i) => {  // a marker per day: one day is a point, not a line
+      const [x, y] = pt.split(",");
+      const dot = svgEl("circle", { cx: x, cy: y, r: 4, fill: "#111827" });
+      dot.appendChild(svgEl("title", {}, `${categories[i]} ${line.name}: ${fmt(line.values[i])}`));
+      s.appendChild(dot);
+    });
   }
   const box = document.createElement("div");
   box.appendChild(s);
