@@ -40,7 +40,7 @@ from tiergate.routing.plan import Router
 from tiergate.services import Availability, Deferrer, EdgeStatus, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
 from tiergate.stores import open_store
-from tiergate.telemetry import FanoutTelemetry, Telemetry
+from tiergate.telemetry import FanoutTelemetry, NoopTelemetry, Telemetry
 
 
 class Plugin:
@@ -111,7 +111,7 @@ def build_services(
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
     cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
     prometheus = PrometheusMetrics(models=catalog.groups, deployments=[m.deployment_id for m in catalog.models],
-                                   policies=catalog.cascades)
+                                   policies=catalog.cascades) if settings.prometheus_metrics else None
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
@@ -121,10 +121,10 @@ def build_services(
     )
 
 
-def build_telemetry(settings: Settings, prometheus: PrometheusMetrics, home: Telemetry | None) -> Telemetry:
+def build_telemetry(settings: Settings, prometheus: PrometheusMetrics | None, home: Telemetry | None) -> Telemetry:
     """Every home's sinks: Prometheus (scraped from ``/metrics``), the home's own (Powertools
     in Lambda), OpenTelemetry when an OTLP endpoint is set (imported only then)."""
-    sinks: list[Telemetry] = [prometheus]
+    sinks: list[Telemetry] = [prometheus] if prometheus is not None else []
     if home is not None:
         sinks.append(home)
     if settings.otel_exporter_otlp_endpoint:
@@ -132,6 +132,8 @@ def build_telemetry(settings: Settings, prometheus: PrometheusMetrics, home: Tel
 
         sinks.append(OtelTelemetry(settings.otel_exporter_otlp_endpoint, service_name=settings.otel_service_name,
                                    export_interval_s=settings.otel_metric_export_interval_s))
+    if not sinks:
+        return NoopTelemetry()
     return sinks[0] if len(sinks) == 1 else FanoutTelemetry(sinks)
 
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     lambda_initialization_type: str | None = Field(
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
 
+    #: Prometheus series for ``GET /metrics`` (text/OpenMetrics); off only to measure their cost.
+    prometheus_metrics: bool = True
     #: OpenTelemetry (GenAI semantic conventions) over OTLP/HTTP: on when an endpoint is set
     #: (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``, e.g. ``http://collector:4318``), a no-op otherwise.
     otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias=AliasChoices(

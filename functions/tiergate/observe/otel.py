@@ -11,15 +11,22 @@ Per settled request (the gateway's telemetry record) it records:
   ``gen_ai.server.request.duration`` and, for streams, ``gen_ai.server.time_to_first_token``,
   with the bucket boundaries the conventions advise.
 
-The span is built after the fact from the record (start = settlement time - latency), so
-the hot path pays for one span object and a few histogram points; export runs on the
-SDK's background threads (a batch span processor, a periodic metric reader). Providers
-are this instance's own, never the process-global ones, so nothing else is affected.
+Off the request path: :meth:`OtelTelemetry.emit` only stamps the record with the time and
+appends it to a bounded queue; a background thread turns queued records into spans
+(start = settlement time - latency, end = settlement time: the span is built after the
+fact, from the record) and histogram points, and the SDK's own threads export them (a
+batch span processor, a periodic metric reader). Building a span costs tens of
+microseconds of SDK work (``bench/telemetry``), which a request must not wait for. If the
+queue is full (the exporter cannot keep up), the oldest records are dropped and counted.
+Providers are this instance's own, never the process-global ones.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +41,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tiergate import __version__
 
+log = logging.getLogger(__name__)
+
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -44,7 +53,8 @@ class OtelTelemetry:
     base URL: ``/v1/traces`` and ``/v1/metrics`` are appended, as the spec says)."""
 
     def __init__(self, endpoint: str, *, service_name: str = "tiergate", export_interval_s: float = 15.0,
-                 span_exporter: Any = None, metric_reader: Any = None) -> None:
+                 span_exporter: Any = None, metric_reader: Any = None, queue_size: int = 10_000,
+                 record_interval_s: float = 0.5) -> None:
         base = endpoint.rstrip("/")
         resource = Resource.create({"service.name": service_name, "service.version": __version__})
         self.tracer_provider = TracerProvider(resource=resource)
@@ -65,9 +75,46 @@ class OtelTelemetry:
         self.ttft = meter.create_histogram(
             "gen_ai.server.time_to_first_token", unit="s", description="Time to generate first token",
             explicit_bucket_boundaries_advisory=TTFT_BUCKETS)
+        self._queue: deque[tuple[int, Mapping[str, Any]]] = deque(maxlen=queue_size)
+        self.dropped = 0
+        self._interval_s = record_interval_s
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._drain_lock, self._start_lock = threading.Lock(), threading.Lock()
+        # Started on the first record, so a process that forks after building the app
+        # (uvicorn workers) runs the thread in the process that serves.
+        self._thread = threading.Thread(target=self._run, name="tiergate-otel", daemon=True)
+        self._started = False
 
     def emit(self, record: Mapping[str, Any]) -> None:
-        now = time.time_ns()
+        """Queue the record (a deque append: no lock, no SDK call on the request's path)."""
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append((time.time_ns(), record))
+        if not self._started:
+            self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                self._thread.start()
+                self._started = True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        with self._drain_lock:
+            while self._queue:
+                ended, record = self._queue.popleft()
+                try:
+                    self._record(record, ended)
+                except Exception:  # one odd record must not stop the thread
+                    log.exception("OpenTelemetry record failed")
+
+    def _record(self, record: Mapping[str, Any], now: int) -> None:
         latency_s = float(record.get("latency_ms") or 0.0) / 1000
         op = str(record.get("operation") or "chat")
         requested = str(record.get("requested_model") or record.get("model") or "unknown")
@@ -104,10 +151,17 @@ class OtelTelemetry:
             self.ttft.record(float(record["ttft_ms"]) / 1000, common)
 
     def flush(self) -> None:
+        """Record what is queued and export it now (a Lambda invocation's end, tests)."""
+        self._drain()
         self.tracer_provider.force_flush(5000)
         self.meter_provider.force_flush(5000)
 
     def close(self) -> None:
-        """Export what is buffered and stop the background threads (app shutdown)."""
+        """Record and export what is queued, then stop every background thread (app shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._started:
+            self._thread.join(timeout=5)
+        self._drain()
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()

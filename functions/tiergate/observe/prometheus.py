@@ -130,6 +130,7 @@ class PrometheusMetrics:
         # (model, tier, outcome) -> the label children a request touches: the labels()
         # lookup (a lock and a dict per series) is paid once per combination, not per request.
         self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._other_kids: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._lock = threading.Lock()
 
     # --- labels -----------------------------------------------------------------------
@@ -177,31 +178,40 @@ class PrometheusMetrics:
             cost.inc(record["cost_usd"])
         self._rare(record, model, tier, code)
 
+    def _kid(self, metric: Any, *labels: str) -> Any:
+        """A label child, cached: ``labels()`` takes a lock and builds a tuple each call."""
+        key = (id(metric), labels)
+        kid = self._other_kids.get(key)
+        if kid is None:
+            kid = self._other_kids[key] = metric.labels(*labels)
+        return kid
+
     def _rare(self, record: Mapping[str, Any], model: str, tier: str, code: str | None) -> None:
         """The series most requests do not touch."""
+        kid = self._kid
         if code is not None:
-            self.errors.labels(model, tier, code if code in self._codes else "other").inc()
+            kid(self.errors, model, tier, code if code in self._codes else "other").inc()
         ttft = record.get("ttft_ms")
         if ttft is not None:
-            self.ttft.labels(model, tier).observe(ttft / 1000)
+            kid(self.ttft, model, tier).observe(ttft / 1000)
         attempts = record.get("attempts") or 0
         if attempts > 1:
-            self.retries.labels(model, tier).inc(attempts - 1)
+            kid(self.retries, model, tier).inc(attempts - 1)
         if record.get("fallback"):
-            self.fallbacks.labels(model, tier).inc()
+            kid(self.fallbacks, model, tier).inc()
         if record.get("cache_hit"):
-            self.cache_hits.labels(model, tier).inc()
+            kid(self.cache_hits, model, tier).inc()
             saved = record.get("saved_cost_usd") or record.get("cache_saved_usd")
             if saved:
-                self.cache_saved.labels(model, tier).inc(saved)
+                kid(self.cache_saved, model, tier).inc(saved)
         task = record.get("task_type")
         if task is not None:
-            self.routing.labels(task if task in TASK_TYPES else "other", tier).inc()
+            kid(self.routing, task if task in TASK_TYPES else "other", tier).inc()
         policy = record.get("cascade_policy")
         if policy is not None and record.get("cascade_steps") is not None:
             policy = policy if policy in self._policies else "other"
-            self.cascades.labels(policy).inc()
-            self.cascade_steps.labels(policy).inc(record["cascade_steps"])
+            kid(self.cascades, policy).inc()
+            kid(self.cascade_steps, policy).inc(record["cascade_steps"])
 
     # --- scrape -----------------------------------------------------------------------
 
