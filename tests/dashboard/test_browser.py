@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.traffic import MASTER, Served
 
@@ -230,6 +231,12 @@ def test_edge_view_on_an_edge_agent(browser, served: Served, tiny_gguf: Path, tm
         s.view("budgets")
         assert "no budgets" in s.page.inner_text("#view")
         s.close()
+        # The agent's /metrics: Prometheus text with the edge gauges (no store: JSON is 503).
+        scrape = httpx.get(url + "/metrics", headers={"accept": "text/plain"}).text
+        gauges = {sm.name: sm for fam in text_string_to_metric_families(scrape) for sm in fam.samples}
+        assert gauges["tiergate_edge_usage_outbox_pending"].value == 3
+        assert gauges["tiergate_edge_cloud_up"].value == 1
+        assert httpx.get(url + "/metrics").status_code == 503
     finally:
         server.should_exit = True
         thread.join(timeout=15)
