@@ -6,10 +6,14 @@ model ``sim`` to the shared harness's upstream, then runs the shared anchor harn
 starts the upstream and the LiteLLM proxy itself and prints both side by side, with
 ratios (req/s, added latency p50/p99, CPU per request and per stream, RSS).
 
-    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~5 min)
-    /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~6 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1.5 min)
+    python3 bench/overhead/run.py --doors-only                 # just the doors step (~1 min)
 
-Any extra flag goes to the harness. The interpreter running this needs litellm[proxy]
+First the doors step (:mod:`doors`: each front door -- Anthropic Messages, Responses,
+legacy completions -- beside the chat door on the same gateway and upstream, request by
+request interleaved: added p50/p99 and time to first streamed content), then the harness.
+Any other flag goes to the harness. The interpreter running this needs litellm[proxy]
 (see ../shared/bench/README.md); tiergate runs under the project's own Python
 (``TIERGATE_PYTHON``, default ``python3``).
 
@@ -40,8 +44,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-#: ``../shared`` beside the repository (``TIERGATE_BENCH_SHARED`` for a checkout elsewhere).
-HARNESS = Path(os.environ.get("TIERGATE_BENCH_SHARED") or ROOT.parent / "shared") / "bench" / "anchor_litellm.py"
+# ../shared/bench beside the repository (a git worktree may sit one level deeper).
+HARNESS = next((p / "shared" / "bench" / "anchor_litellm.py" for p in (ROOT.parent, ROOT.parent.parent)
+                if (p / "shared" / "bench" / "anchor_litellm.py").exists()),
+               ROOT.parent / "shared" / "bench" / "anchor_litellm.py")
 PORT = int(os.environ.get("TIERGATE_BENCH_PORT", "18080"))
 KEY = "sk-bench-tiergate"
 
@@ -85,45 +91,74 @@ class _DropExports(BaseHTTPRequestHandler):
         return None
 
 
+def doors_step(quick: bool) -> int:
+    """Each front door on this gateway against the shared upstream, started here."""
+    up = subprocess.Popen([sys.executable, str(HARNESS.parent / "upstream_sim.py"), "--port", "18001",
+                           "--chunks", "20"], start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:18001/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        n, streams = ("300", "40") if quick else ("1500", "200")
+        return subprocess.call([sys.executable, str(HERE / "doors.py"), "--url", f"http://127.0.0.1:{PORT}",
+                                "--key", KEY, "--n", n, "--streams", streams])
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(timeout=10)
+
+
 def main() -> int:
     if not HARNESS.exists():
         print(f"shared harness not found at {HARNESS}", file=sys.stderr)
         return 2
     args = sys.argv[1:]
-    telemetry = None
     if "--telemetry" in args:
         i = args.index("--telemetry")
-        telemetry = args[i + 1] if i + 1 < len(args) else ""
-        del args[i:i + 2]
-        if telemetry not in ("prometheus", "otel"):
+        mode = args[i + 1] if i + 1 < len(args) else ""
+        if mode not in ("prometheus", "otel"):
             print("--telemetry takes prometheus or otel", file=sys.stderr)
             return 2
+        return telemetry_run(mode, args[:i] + args[i + 2:])
+    try:
+        gw = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {})
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
+        flags = [f for f in args if f != "--doors-only"]
+        rc = doors_step("--quick" in flags)
+        if rc or "--doors-only" in args:
+            return rc
+        cmd = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",
+               "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
+    finally:
+        stop(gw)
+
+
+def telemetry_run(mode: str, flags: list[str]) -> int:
+    """tiergate with every sink off (the reference) beside tiergate with ``mode``'s sinks."""
     procs: list[subprocess.Popen] = []
     sink: ThreadingHTTPServer | None = None
     try:
-        if telemetry is None:
-            gw = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {})
-            procs.append(gw)
-            cmd = ["--candidate-url", f"http://127.0.0.1:{PORT}/v1", "--candidate-pid", str(gw.pid),
-                   "--candidate-name", "tiergate", "--candidate-key", KEY]
-        else:
-            bare = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"),
-                                  {"TIERGATE_PROMETHEUS_METRICS": "false"})
-            procs.append(bare)
-            extra = {}
-            if telemetry == "otel":
-                sink = ThreadingHTTPServer(("127.0.0.1", 0), _DropExports)
-                threading.Thread(target=sink.serve_forever, daemon=True).start()
-                extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
-                         "TIERGATE_OTEL_METRIC_EXPORT_INTERVAL_S": "5"}
-            cand = start_tiergate(PORT + 1, tempfile.mkdtemp(prefix="tiergate-bench-"), extra)
-            procs.append(cand)
-            name = "tg-prom" if telemetry == "prometheus" else "tg-otel"
-            cmd = ["--gateway-url", f"http://127.0.0.1:{PORT}/v1", "--gateway-pid", str(bare.pid),
-                   "--gateway-name", "tg-bare", "--api-key", KEY, "--skip-inproc",
-                   "--candidate-url", f"http://127.0.0.1:{PORT + 1}/v1", "--candidate-pid", str(cand.pid),
-                   "--candidate-name", name, "--candidate-key", KEY]
-        return subprocess.call([sys.executable, str(HARNESS), *cmd, *args], cwd=str(HARNESS.parent))
+        bare = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {"TIERGATE_PROMETHEUS_METRICS": "false"})
+        procs.append(bare)
+        extra: dict[str, str] = {}
+        if mode == "otel":
+            sink = ThreadingHTTPServer(("127.0.0.1", 0), _DropExports)
+            threading.Thread(target=sink.serve_forever, daemon=True).start()
+            extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                     "TIERGATE_OTEL_METRIC_EXPORT_INTERVAL_S": "5"}
+        cand = start_tiergate(PORT + 1, tempfile.mkdtemp(prefix="tiergate-bench-"), extra)
+        procs.append(cand)
+        cmd = [sys.executable, str(HARNESS), "--gateway-url", f"http://127.0.0.1:{PORT}/v1",
+               "--gateway-pid", str(bare.pid), "--gateway-name", "tg-bare", "--api-key", KEY, "--skip-inproc",
+               "--candidate-url", f"http://127.0.0.1:{PORT + 1}/v1", "--candidate-pid", str(cand.pid),
+               "--candidate-name", "tg-prom" if mode == "prometheus" else "tg-otel", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
     except RuntimeError as e:
         print(e, file=sys.stderr)
         return 1
