@@ -131,7 +131,11 @@ def build_telemetry(settings: Settings, prometheus: PrometheusMetrics | None, ho
     if home is not None:
         sinks.append(home)
     if settings.otel_exporter_otlp_endpoint:
-        from tiergate.observe.otel import OtelTelemetry
+        try:
+            from tiergate.observe.otel import OtelTelemetry
+        except ImportError as e:  # a home built without the [otel] extra
+            raise RuntimeError(f"OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing ({e}): "
+                               "install tiergate[otel]") from e
 
         sinks.append(OtelTelemetry(settings.otel_exporter_otlp_endpoint, service_name=settings.otel_service_name,
                                    export_interval_s=settings.otel_metric_export_interval_s))
