@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ from tiergate_edge.cloud_client import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.drain import Drainer
+from tiergate_edge.history import StatusHistory
 from tiergate_edge.jobs import JobQueue, JobStore, lock_queue_file
 from tiergate_edge.local_embedder import BUNDLED as LOCAL_EMBEDDER
 from tiergate_edge.plugin import register_local_embedder
@@ -149,6 +151,7 @@ class EdgeAgent:
         # Responses API state on the device (the edge has no record store of its own).
         self.responses_db = SqliteStore(edge.data_dir / "responses.sqlite3")
         self.responses = ResponseStore(self.responses_db, ttl_s=settings.responses_ttl_s)
+        self.history = StatusHistory(self.edge_status, interval_s=edge.history_interval_s)
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------
@@ -172,8 +175,10 @@ class EdgeAgent:
         await self.health.start()
         await self.drainer.start()
         await self.usage.start()
+        self.history.start()
 
     async def stop(self, services: Services | None = None) -> None:
+        await self.history.stop()
         await self.usage.stop()
         await self.drainer.stop()
         await self.health.stop()
@@ -203,11 +208,23 @@ class EdgeAgent:
         }}
 
 
+    # --- the dashboard's edge view and the edge gauges of /metrics -------------------------
+
+    def edge_status(self) -> dict[str, Any]:
+        return {"policy": self.edge.policy, "queue": self.store.counts(),
+                "usage_outbox_pending": self.outbox.pending(), "sync_lag_s": round(self.outbox.oldest_age_s(), 3),
+                "cloud_up": self.health.is_up, "cloud_configured": self.health.configured}
+
+    def edge_history(self) -> list[Mapping[str, Any]]:
+        return self.history.samples()
+
+
 def build_edge_app(agent: EdgeAgent) -> FastAPI:
     """The core app with the edge's parts: the offload router, the recording admission
     (local usage syncs to the cloud), the offline queue and its jobs route."""
     master = agent.settings.master_key.get_secret_value() if agent.settings.master_key else None
-    admission = RecordingAdmission(MasterKeyAdmission(master), agent.outbox, device=socket.gethostname())
+    inner = MasterKeyAdmission(master)
+    admission = RecordingAdmission(inner, agent.outbox, device=socket.gethostname())
     # The cascade runner gives local-then-cloud escalation of weak local answers.
     semantic = None
     if agent.catalog.cache.semantic is not None:
@@ -216,7 +233,7 @@ def build_edge_app(agent: EdgeAgent) -> FastAPI:
         semantic = semantic_cache(agent.edge.data_dir)
     return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                      router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
-                     responses=agent.responses,
-                     semantic_cache=semantic,
-                     health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
+                     responses=agent.responses, semantic_cache=semantic, health_sources=[agent],
+                     usage_log=inner.ledger, edge=agent,
+                     extra_routers=[jobs_api.router], on_startup=[agent.start],
                      on_shutdown=[agent.stop])

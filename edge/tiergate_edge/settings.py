@@ -20,7 +20,8 @@ def _default_threads() -> int:
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     #: A GGUF path, a name from ``tiergate models list``, or ``bundled:smollm2-135m`` (the default).
     model: str = "bundled:smollm2-135m"
@@ -73,6 +74,8 @@ class EdgeSettings(BaseSettings):
     job_lease_s: float = Field(300.0, gt=0)
     usage_sync_interval_s: float = Field(30.0, gt=0)
     usage_sync_batch: int = Field(200, ge=1, le=5000)
+    #: The dashboard's edge view: one status sample per interval (the last 360 kept).
+    history_interval_s: float = Field(10.0, gt=0)
 
     @field_validator("cloud_url")
     @classmethod

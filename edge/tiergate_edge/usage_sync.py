@@ -58,6 +58,12 @@ class UsageOutbox:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM usage_outbox").fetchone()[0]
 
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """How long the oldest unsynced record has waited (0 when all are synced): the sync lag."""
+        with self._lock:
+            oldest = self._db.execute("SELECT MIN(created) FROM usage_outbox").fetchone()[0]
+        return 0.0 if oldest is None else max(0.0, (now or time.time()) - oldest)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

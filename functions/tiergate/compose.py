@@ -34,14 +34,16 @@ from tiergate.limits.admission import Admission
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.stored_responses import ResponseStore
+from tiergate.limits.usage import MemoryLedger
 from tiergate.limits.virtual_keys import KeyService
+from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
 from tiergate.routing.plan import Router
-from tiergate.services import Availability, Deferrer, HealthSource, JobLookup, Planner, Services
+from tiergate.services import Availability, Deferrer, EdgeStatus, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
 from tiergate.stores import open_store
-from tiergate.telemetry import NoopTelemetry, Telemetry
+from tiergate.telemetry import FanoutTelemetry, NoopTelemetry, Telemetry
 
 
 class Plugin:
@@ -86,6 +88,8 @@ def build_services(
     remote_cascade: RemoteCascade | None = None,
     responses: ResponseStore | None = None,
     semantic_cache: SemanticLookup | None = None,
+    usage_log: MemoryLedger | None = None,
+    edge: EdgeStatus | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -120,12 +124,14 @@ def build_services(
         semantic_cache = semantic_cache or plugin.semantic_cache(settings, catalog)
     cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache,
                         client=getattr(store, "client", None))
+    prometheus = PrometheusMetrics(models=catalog.groups, deployments=[m.deployment_id for m in catalog.models],
+                                   policies=catalog.cascades) if settings.prometheus_metrics else None
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
-        telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, cache=cache,
-        health_sources=(*plugins, *health_sources),
+        telemetry=build_telemetry(settings, prometheus, telemetry), cascades=cascades, store=store,
+        virtual_keys=virtual_keys, idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, cache=cache,
+        health_sources=(*plugins, *health_sources), prometheus=prometheus, usage_log=usage_log, edge=edge,
     )
 
 
@@ -152,6 +158,26 @@ def build_cache(settings: Settings, catalog: Catalog, *, keys_may_opt_in: bool,
         path = settings.cache_path or (":memory:" if settings.store == "memory" else settings.data_dir / "cache.sqlite3")
         exact = SqliteExactStore(path, max_total_bytes=bound)
     return ResponseCache(catalog.cache, catalog.by_id, exact=exact, semantic=semantic)
+
+
+def build_telemetry(settings: Settings, prometheus: PrometheusMetrics | None, home: Telemetry | None) -> Telemetry:
+    """Every home's sinks: Prometheus (scraped from ``/metrics``), the home's own (Powertools
+    in Lambda), OpenTelemetry when an OTLP endpoint is set (imported only then)."""
+    sinks: list[Telemetry] = [prometheus] if prometheus is not None else []
+    if home is not None:
+        sinks.append(home)
+    if settings.otel_exporter_otlp_endpoint:
+        try:
+            from tiergate.observe.otel import OtelTelemetry
+        except ImportError as e:  # a home built without the [otel] extra
+            raise RuntimeError(f"OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing ({e}): "
+                               "install tiergate[otel]") from e
+
+        sinks.append(OtelTelemetry(settings.otel_exporter_otlp_endpoint, service_name=settings.otel_service_name,
+                                   export_interval_s=settings.otel_metric_export_interval_s))
+    if not sinks:
+        return NoopTelemetry()
+    return sinks[0] if len(sinks) == 1 else FanoutTelemetry(sinks)
 
 
 def build_app(

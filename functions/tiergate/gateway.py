@@ -40,6 +40,8 @@ from tiergate.tokens import content_tokens
 #: nor the catalog bounds the answer.
 FALLBACK_MAX_OUTPUT = 4096
 DEFER_HEADER = "x-tiergate-defer"
+#: Front door -> the OpenTelemetry GenAI operation name (every other door is "chat").
+GENAI_OPERATIONS = {"embeddings": "embeddings", "completions": "text_completion"}
 SSE_DONE = b"data: [DONE]\n\n"
 
 
@@ -155,6 +157,8 @@ class _Admitted:
     ctx: CallContext
     started: float
     notes: list[str] = field(default_factory=list)
+    #: The GenAI ``gen_ai.operation.name`` of the door (telemetry).
+    operation: str = "chat"
 
     def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
         return ResponseMeta(self.ctx.request_id, spec, len(attempts), "; ".join([self.plan.reason, *self.notes]),
@@ -222,17 +226,21 @@ class Gateway:
             except GatewayError:
                 notes.append("budget soft limit: no cheaper tier available")
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
-        return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes)
+        return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes,
+                         GENAI_OPERATIONS.get(req.door, "chat"))
 
     async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
         """Settle once (durable when it returns) and publish the request's telemetry."""
         await self.s.admission.settle(a.ticket, outcome)
-        dep = outcome.deployment
+        # A failed request is reported under the deployment it was planned for.
+        dep = outcome.deployment or a.plan.candidates[0]
         self.s.telemetry.emit({
-            "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
+            "request_id": a.ctx.request_id, "model": dep.name, "tier": dep.tier, "requested_model": a.plan.requested,
+            "upstream_model": dep.wire_model, "provider": dep.model.partition("/")[0], "operation": a.operation,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd,
+            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+            "attempts": outcome.attempts, "fallback": outcome.fallback, "outcome": outcome.outcome,
+            "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd, "task_type": outcome.capability,
             "budget_utilization_percent": a.ticket.budget_utilization_percent,
         })
 
@@ -293,7 +301,8 @@ class Gateway:
         await asyncio.shield(self._settle(a, Outcome(
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
-            outcome="ok", capability=_capability(a.plan))))
+            outcome="ok", capability=_capability(a.plan),
+            fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id)))
         return await self._keep(look, Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd),
                                                 dialect=r.dialect))
 
@@ -312,16 +321,19 @@ class Gateway:
         except BaseException as e:
             await self._release(a, e)
             raise
+        ttft_ms = (time.perf_counter() - a.started) * 1000  # the handle holds the first chunk
         meta = a.meta(h.deployment, h.attempts)
         meta.cache = look
         if h.dialect != "chat":  # a native stream is relayed as is, and never cached
-            return Streaming(meta, self._native_events(a, h, req), True, h.dialect)
-        chunks = self._chunks(a, h, req)
+            return Streaming(meta, self._native_events(a, h, req, ttft_ms), True, h.dialect)
+        chunks = self._chunks(a, h, req, ttft_ms)
         if look.storable:
             chunks = self._keep_stream(look, chunks, h.deployment)
         return Streaming(meta, chunks, req.include_usage)
 
-    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
+
+    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest,
+                      ttft_ms: float) -> AsyncIterator[dict[str, Any]]:
         """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
         spec, prompt_est = h.deployment, req.needs.prompt_tokens
         usage: dict[str, Any] | None = None
@@ -335,7 +347,8 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan), ttft_ms=ttft_ms,
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id)))
 
         settled = False
         try:
@@ -382,8 +395,8 @@ class Gateway:
         settled = True
         await settle("ok")
 
-    async def _native_events(self, a: _Admitted, h: StreamHandle, req: GatewayRequest
-                             ) -> AsyncIterator[dict[str, Any]]:
+    async def _native_events(self, a: _Admitted, h: StreamHandle, req: GatewayRequest,
+                             ttft_ms: float) -> AsyncIterator[dict[str, Any]]:
         """Forward a native deployment's events unchanged; usage comes from the events that
         report it (:mod:`tiergate.dialects.native`); settle before the last event goes out."""
         spec, prompt_est, dialect = h.deployment, req.needs.prompt_tokens, h.dialect
@@ -398,7 +411,8 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=pt, completion_tokens=ct, cost_usd=spec.cost_usd(pt, ct),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan), ttft_ms=ttft_ms,
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id)))
 
         pending = [h.first] if h.first is not None else []
         held: dict[str, Any] | None = None  # message_stop waits for the settlement
@@ -492,9 +506,16 @@ class Gateway:
         meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
                             cascade=r.header_value)
         # Every step was settled as it finished; only the request's telemetry is left.
-        self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
+        dep = r.deployment
+        u = r.response.get("usage") or {}  # summed over every step's call
+        self.s.telemetry.emit({"request_id": request_id, "model": dep.name, "tier": dep.tier,
+                               "requested_model": plan.requested, "upstream_model": dep.wire_model,
+                               "provider": dep.model.partition("/")[0], "operation": "chat",
+                               "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens"),
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
-                               "cascade_steps": len(r.steps), "outcome": "ok"})
+                               "attempts": r.attempts,
+                               "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
+                               "outcome": "ok", "task_type": _capability(plan)})
         return Completed(r.response, meta)
 
 

@@ -17,7 +17,9 @@ from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission, Principal
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.stored_responses import ResponseStore
+from tiergate.limits.usage import MemoryLedger
 from tiergate.limits.virtual_keys import KeyService
+from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import KeyResolver, needs_key
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.request import GatewayRequest
@@ -51,6 +53,19 @@ class JobLookup(Protocol):
 
 class HealthSource(Protocol):
     def health_info(self) -> Mapping[str, Any]: ...
+
+
+class EdgeStatus(Protocol):
+    """The edge agent, as the dashboard and ``/metrics`` see it."""
+
+    def edge_status(self) -> Mapping[str, Any]:
+        """Now: ``queue`` (jobs by state), ``usage_outbox_pending``, ``sync_lag_s`` (age of the
+        oldest unsynced usage record), ``cloud_up``, ``cloud_configured``, ``policy``."""
+        ...
+
+    def edge_history(self) -> list[Mapping[str, Any]]:
+        """Samples over time (``ts`` plus the fields of :meth:`edge_status`), oldest first."""
+        ...
 
 
 class Availability:
@@ -96,3 +111,9 @@ class Services:
     jobs: JobLookup | None = None
     #: Parts that add to ``GET /health`` (the local model, the edge agent).
     health_sources: tuple[HealthSource, ...] = ()
+    #: The Prometheus sink among the telemetry sinks (``GET /metrics`` renders it).
+    prometheus: PrometheusMetrics | None = None
+    #: Usage records kept in memory where there is no store (the dashboard reads them).
+    usage_log: MemoryLedger | None = None
+    #: The edge agent's state for the dashboard's edge view and the edge gauges.
+    edge: EdgeStatus | None = None

@@ -21,7 +21,7 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True, populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"
@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_LAMBDA_FUNCTION_NAME"))
     lambda_initialization_type: str | None = Field(
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
+
+    #: Prometheus series for ``GET /metrics`` (text/OpenMetrics); off only to measure their cost.
+    prometheus_metrics: bool = True
+    #: OpenTelemetry (GenAI semantic conventions) over OTLP/HTTP: on when an endpoint is set
+    #: (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``, e.g. ``http://collector:4318``), a no-op otherwise.
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias=AliasChoices(
+        "TIERGATE_OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otel_service_name: str = Field("tiergate", validation_alias=AliasChoices(
+        "TIERGATE_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"))
+    otel_metric_export_interval_s: float = Field(15.0, gt=0)
+    #: ``/dashboard`` sessions: how long a sign-in lasts.
+    dashboard_session_ttl_s: int = Field(8 * 3600, gt=0)
 
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)

@@ -174,12 +174,37 @@ def test_api_routes_streaming_and_buffered(dev):
     below = sorted(paths[m["Properties"]["ResourceId"]["Ref"]] for m in buffered
                    if isinstance(m["Properties"]["ResourceId"], dict) and "Ref" in m["Properties"]["ResourceId"])
     assert {"/v1/messages/{proxy+}", "/v1/responses/{proxy+}", "/v1/{proxy+}"} <= set(below)
-    assert len(buffered) == 8
+    assert len(buffered) == 11  # ... and /dashboard, /dashboard/{proxy+}, /metrics
     for m in buffered:
         uri = json.dumps(m["Properties"]["Integration"]["Uri"])
         assert "/invocations" in uri and "response-streaming" not in uri and ":live" in uri
     layers = json.dumps([f["Properties"].get("Layers") for f in resources(dev.gateway, "AWS::Lambda::Function").values()])
     assert "753240598075:layer:LambdaAdapterLayerArm64:" in layers
+
+
+def test_dashboard_and_metrics_are_routed_to_the_buffered_function(dev):
+    parts = {rid: r["Properties"] for rid, r in resources(dev.gateway, "AWS::ApiGateway::Resource").items()}
+    by_path = {}
+    for rid, props in parts.items():
+        parent = props["ParentId"]
+        prefix = "" if "Fn::GetAtt" in parent else by_path.get(parent.get("Ref"), "?")
+        by_path[rid] = f"{prefix}/{props['PathPart']}"
+    # Resolve children whose parent appeared later in the mapping.
+    for _ in range(3):
+        for rid, props in parts.items():
+            ref = props["ParentId"].get("Ref")
+            if ref in by_path:
+                by_path[rid] = f"{by_path[ref]}/{props['PathPart']}"
+    want = {"/dashboard": {"GET"}, "/dashboard/{proxy+}": {"ANY"}, "/metrics": {"GET"}}
+    methods = resources(dev.gateway, "AWS::ApiGateway::Method").values()
+    for path, verbs in want.items():
+        [rid] = [r for r, p in by_path.items() if p == path]
+        found = [m["Properties"] for m in methods if m["Properties"]["ResourceId"] == {"Ref": rid}]
+        assert {m["HttpMethod"] for m in found} == verbs, path
+        for m in found:
+            uri = json.dumps(m["Integration"]["Uri"])
+            assert "/invocations" in uri and "response-streaming" not in uri and ":live" in uri
+            assert m["AuthorizationType"] == "NONE"  # the gateway's own keys and session cookie
 
 
 def test_streaming_off_routes_everything_through_mangum(tmp_path, stub_layer):

@@ -12,10 +12,12 @@ the same store call as the usage record.
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 from tiergate.config.budgets import BudgetsConfig
+from tiergate.errors import InvalidRequest
 from tiergate.limits.admission import Outcome, Ticket
 from tiergate.limits.budgets import period_bounds, to_nano, to_usd
 from tiergate.stores.base import Correction, CounterKey, RecordStore
@@ -41,6 +43,9 @@ def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days
         "latency_ms": round(outcome.latency_ms, 3), "cache_hit": outcome.cache_hit,
         "saved_usd": round(outcome.saved_usd, 9),
         "attempts": outcome.attempts, "outcome": outcome.outcome, "capability": outcome.capability,
+        "ttft_ms": round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
+        "fallback": outcome.fallback, "cascade_policy": outcome.cascade_policy,
+        "cascade_step": outcome.cascade_step,
         "expires_at": int(now) + retention_days * 86400,
     }
 
@@ -77,7 +82,45 @@ async def query(store: RecordStore, *, key_id: str | None = None, tenant: str | 
     if tenant is not None:
         recs = [r for r in recs if r.get("tenant") == tenant]
     recs = [r for r in recs if (tier is None or r.get("tier") == tier) and (model is None or r.get("model") == model)]
-    return [{k: v for k, v in r.items() if k not in ("pk", "sk", "expires_at")} for r in recs[:limit]]
+    return [_public(r) for r in recs[:limit]]
+
+
+def _public(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in ("pk", "sk", "expires_at")}
+
+
+def period_start(period: str, now: float) -> float | None:
+    """Start (epoch seconds) of the UTC ``day`` or ``month`` containing ``now``; None for
+    ``all``. The one reading of ``period`` that ``/v1/usage`` and the dashboard share."""
+    if period == "all":
+        return None
+    if period not in ("day", "month"):
+        raise InvalidRequest("period must be day, month or all", param="period")
+    pid, _ = period_bounds(period, now)
+    fmt = "d%Y-%m-%d" if period == "day" else "m%Y-%m"
+    return datetime.strptime(pid + "+0000", fmt + "%z").timestamp()
+
+
+class MemoryLedger:
+    """The last usage records of a home without a record store (the edge agent, a
+    master-key-only gateway), in memory and bounded; queried like the store's ledger."""
+
+    def __init__(self, *, keep: int = 10_000) -> None:
+        self._recs: deque[dict[str, Any]] = deque(maxlen=keep)
+
+    def add(self, ticket: Ticket, outcome: Outcome, *, now: float) -> None:
+        self._recs.append(_public(usage_record(ticket, outcome, now=now, retention_days=0)))
+
+    def query(self, *, key_id: str | None = None, tenant: str | None = None, since: float | None = None,
+              until: float | None = None, tier: int | None = None, model: str | None = None,
+              limit: int = 1000) -> list[dict[str, Any]]:
+        lo = iso(since) if since is not None else None
+        hi = iso(until) if until is not None else None
+        out = [r for r in self._recs
+               if (key_id is None or r["key_id"] == key_id) and (tenant is None or r["tenant"] == tenant)
+               and (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)
+               and (tier is None or r.get("tier") == tier) and (model is None or r.get("model") == model)]
+        return out[:limit]
 
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
