@@ -34,6 +34,7 @@ from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
+from tiergate.routing.learned.serving import LearnedRouting, LearnedScorer
 from tiergate.routing.plan import Router
 from tiergate.services import Availability, Deferrer, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
@@ -88,8 +89,10 @@ def build_services(
     rel = catalog.reliability
     circuits = CircuitBoard(threshold=rel.circuit_failure_threshold, cooldown_s=rel.circuit_cooldown_s)
     availability = Availability(registry, credentials)
+    learned = learned_routing(catalog)
     if router is None:
-        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id))
+        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id),
+                        learned=learned)
     executor = Executor(catalog, registry, credentials, circuits)
     store = virtual_keys = idempotency = None
     if admission is None:
@@ -105,14 +108,25 @@ def build_services(
         from tiergate.aws.step_functions import StepFunctionsCascade
 
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
-    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
+    scorer = LearnedScorer(learned) if learned is not None else None
+    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission, scorer=scorer), remote=remote_cascade)
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, deferrer=deferrer, jobs=jobs,
+        idempotency=idempotency, deferrer=deferrer, jobs=jobs, learned=learned,
         health_sources=(*plugins, *health_sources),
     )
+
+
+def learned_routing(catalog: Catalog) -> LearnedRouting | None:
+    """The trained router of ``routing.learned.path``; raises
+    :class:`~tiergate.routing.learned.artifact.ArtifactError` (a ``CatalogError``) at
+    startup for a missing, corrupt or unknown-model artifact."""
+    cfg = catalog.routing.learned
+    if cfg is None or cfg.path is None:
+        return None
+    return LearnedRouting(cfg, catalog)
 
 
 def build_app(

@@ -20,6 +20,7 @@ from tiergate.providers.credentials import KeyResolver, needs_key
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.request import GatewayRequest
 from tiergate.request.needs import RequestNeeds
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.routing.plan import RoutePlan
 from tiergate.settings import Settings
 from tiergate.stores.base import RecordStore
@@ -87,5 +88,7 @@ class Services:
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None
+    #: The learned router (``routing.learned.path``), hot-reloaded.
+    learned: LearnedRouting | None = None
     #: Parts that add to ``GET /health`` (the local model, the edge agent).
     health_sources: tuple[HealthSource, ...] = ()

@@ -24,6 +24,18 @@ from tiergate.request.model_ref import parse_tier, resolve_alias
 from tiergate.request.needs import RequestNeeds, needs_of
 
 
+class AnswerScorer(Protocol):
+    """A trained answer scorer (:class:`tiergate.routing.learned.serving.LearnedScorer`)."""
+
+    target: float
+
+    def target_for(self, req: Any) -> float: ...
+
+    def score(self, body: Mapping[str, Any], answer: str, model: str | None) -> float | None: ...
+
+    def threshold(self, target: float | None) -> float | None: ...
+
+
 class CandidateSource(Protocol):
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
                         ) -> tuple[list[ModelSpec], list[tuple[str, str]]]: ...
@@ -37,6 +49,8 @@ class CascadeDeps:
     router: CandidateSource
     executor: Executor
     admission: Admission
+    #: The learned answer scorer, when the router artifact has one.
+    scorer: AnswerScorer | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +68,7 @@ class ServiceSteps:
     def __init__(self, deps: CascadeDeps, policy: CascadePolicy, body: Mapping[str, Any], principal: Principal,
                  ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None) -> None:
         self.d = deps
+        self.scorer = deps.scorer
         self.policy = policy
         self.principal = principal
         self.ctx = ctx

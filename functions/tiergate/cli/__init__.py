@@ -1,5 +1,5 @@
 """The ``tiergate`` command: ``serve`` (the gateway on localhost), ``config check``,
-``keys`` (virtual keys in the store) and ``edge`` (the device agent)."""
+``keys`` (virtual keys in the store), ``router`` (learned routing) and ``edge`` (the device agent)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 from tiergate import __version__
 from tiergate.cli.config import add_config_parser
 from tiergate.cli.keys import add_keys_parser
+from tiergate.cli.router import add_router_parser
 from tiergate.cli.serve import add_serve_parser
 from tiergate_edge.cli import add_edge_parser
 
@@ -20,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_config_parser(sub)
     add_keys_parser(sub)
+    add_router_parser(sub)
     add_edge_parser(sub)
     return p
 
