@@ -87,3 +87,23 @@ models:
     input_cost_per_mtok: 1
     output_cost_per_mtok: 2
 """
+
+
+def train_artifact(directory: Path, n: int = 600, seed: int = 7) -> Path:
+    """``tiergate router train`` on a generated set; returns the artifact directory."""
+    from tiergate.cli import main as cli
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = write(directory / f"train-{seed}.jsonl", n, seed)
+    cat = directory / "catalog.yaml"
+    cat.write_text(CATALOG.replace("{sim}", "http://127.0.0.1:9/v1"))
+    out = directory / f"artifact-{seed}"
+    assert cli(["router", "train", str(data), "--config", str(cat), "--out", str(out)]) == 0
+    return out
+
+
+def learned_catalog(artifact: Path, extra: str = "") -> str:
+    return CATALOG + f"""
+routing:
+  learned: {{path: "{artifact}", quality_target: 0.95{extra}}}
+"""
