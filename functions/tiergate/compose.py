@@ -34,6 +34,7 @@ from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
+from tiergate.routing.learned.labels import LabelLog
 from tiergate.routing.learned.serving import LearnedRouting, LearnedScorer
 from tiergate.routing.plan import Router
 from tiergate.services import Availability, Deferrer, HealthSource, JobLookup, Planner, Services
@@ -104,6 +105,10 @@ def build_services(
         admission = StoreAdmission(settings, catalog, store, keys=virtual_keys, owns_store=True)
         cfg = catalog.budgets
         idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
+    labels = None
+    if store is not None and catalog.routing.learned is not None:
+        labels = LabelLog(store, collect_prompts=catalog.routing.learned.collect_prompts,
+                          retention_days=catalog.budgets.usage_retention_days)
     if remote_cascade is None and settings.cascade_state_machine_arn:
         from tiergate.aws.step_functions import StepFunctionsCascade
 
@@ -114,7 +119,7 @@ def build_services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, deferrer=deferrer, jobs=jobs, learned=learned,
+        idempotency=idempotency, deferrer=deferrer, jobs=jobs, learned=learned, labels=labels,
         health_sources=(*plugins, *health_sources),
     )
 

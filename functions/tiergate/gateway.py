@@ -191,10 +191,17 @@ class Gateway:
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
         return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes)
 
-    async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
-        """Settle once (durable when it returns) and publish the request's telemetry."""
-        await self.s.admission.settle(a.ticket, outcome)
+    async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None) -> None:
+        """Settle once (durable when it returns) and publish the request's telemetry. With
+        labels collected, the request's label record is written alongside (concurrently:
+        one round trip of latency)."""
         dep = outcome.deployment
+        if self.s.labels is not None and dep is not None and req is not None:
+            await asyncio.gather(self.s.admission.settle(a.ticket, outcome), self.s.labels.record(
+                a.ctx.request_id, a.ticket.principal, model=dep.name, deployment=dep.deployment_id, tier=dep.tier,
+                messages=req.messages, router=a.plan.extra.get("router")))
+        else:
+            await self.s.admission.settle(a.ticket, outcome)
         self.s.telemetry.emit({
             "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
@@ -251,7 +258,7 @@ class Gateway:
         await asyncio.shield(self._settle(a, Outcome(
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
-            outcome="ok", capability=_capability(a.plan))))
+            outcome="ok", capability=_capability(a.plan)), req))
         return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
 
     # --- streaming ----------------------------------------------------------------------
@@ -282,7 +289,7 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan)), req))
 
         settled = False
         try:
@@ -342,6 +349,11 @@ class Gateway:
         r.response.setdefault("id", request_id)
         meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
                             cascade=r.header_value)
+        if self.s.labels is not None:
+            # Every step was settled as it ran; the steps' scores (and judge verdicts) become labels.
+            await asyncio.shield(self.s.labels.record(
+                request_id, principal, model=r.deployment.name, deployment=r.deployment.deployment_id,
+                tier=r.deployment.tier, messages=req.messages, router=plan.extra.get("router"), steps=r.steps))
         # Every step was settled as it finished; only the request's telemetry is left.
         self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,

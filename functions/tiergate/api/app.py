@@ -13,14 +13,14 @@ from fastapi import APIRouter, FastAPI
 
 from tiergate import __version__
 from tiergate.api import errors
-from tiergate.api.routes import budget, chat, health, keys, metrics, models, route, simple, usage
+from tiergate.api.routes import budget, chat, feedback, health, keys, metrics, models, route, simple, usage
 from tiergate.services import Services
 
 Hook = Callable[[Services], Awaitable[None]]
 
 #: Routes every home serves, and the ones that need a record store.
 CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router)
-STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, metrics.router)
+STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, metrics.router, feedback.router)
 
 
 def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), on_startup: Iterable[Hook] = (),
