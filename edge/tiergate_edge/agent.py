@@ -18,12 +18,21 @@ from fastapi import FastAPI
 from tiergate.compose import build_app
 from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE
 from tiergate.config.cascades import CascadePolicy
-from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
+from tiergate.config.catalog import (
+    Catalog,
+    CatalogFile,
+    LearnedConfig,
+    ModelSpec,
+    ReliabilityConfig,
+    RoutingConfig,
+    resolve,
+)
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
 from tiergate.providers.credentials import EnvKeyResolver
 from tiergate.providers.registry import default_registry
 from tiergate.request import GatewayRequest
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.services import Services
 from tiergate.settings import Settings
 from tiergate_edge import default_model, jobs_api
@@ -70,6 +79,14 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
                    source="edge")
 
 
+def edge_learned(edge: EdgeSettings, catalog: Catalog) -> LearnedRouting | None:
+    """The offload artifact (``router_artifact``); a missing, corrupt or unknown-model one
+    fails at startup with an ArtifactError (a CatalogError)."""
+    if edge.router_artifact is None:
+        return None
+    return LearnedRouting(LearnedConfig(path=edge.router_artifact, quality_target=edge.quality_target), catalog)
+
+
 class _EdgeKeys:
     """The cloud deployment's key is the agent's cloud key; others from the environment."""
 
@@ -98,7 +115,9 @@ class EdgeAgent:
         self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
                                   timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
                                   backoff_max_s=edge.probe_backoff_max_s)
+        self.learned = edge_learned(edge, self.catalog)
         self.router = EdgeRouter(self.catalog, local=self.local, cloud=self.cloud, cloud_up=lambda: self.health.is_up,
+                                 learned=self.learned,
                                  local_context=self.runtime.context_window, policy=edge.policy,
                                  headroom=self.catalog.routing.context_headroom,
                                  default_max_tokens=edge.default_max_tokens,
