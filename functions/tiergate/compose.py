@@ -34,6 +34,7 @@ from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
+from tiergate.routing.affinity import Affinity
 from tiergate.routing.learned.labels import LabelLog
 from tiergate.routing.learned.serving import LearnedRouting, LearnedScorer
 from tiergate.routing.plan import Router
@@ -120,6 +121,7 @@ def build_services(
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
         idempotency=idempotency, deferrer=deferrer, jobs=jobs, learned=learned, labels=labels,
+        affinity=Affinity(store),
         health_sources=(*plugins, *health_sources),
     )
 

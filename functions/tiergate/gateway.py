@@ -16,6 +16,7 @@ limit is re-planned below the ceiling the reservation reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.idempotency import Hit, request_hash
 from tiergate.request import GatewayRequest
+from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
 from tiergate.tokens import content_tokens
@@ -165,6 +167,46 @@ class Gateway:
         """The routing decision under the budget's current tier ceiling (no store access)."""
         return self.s.router.plan(req, principal, max_tier=self.s.admission.tier_ceiling(principal))
 
+    async def planned(self, req: GatewayRequest, principal: Principal) -> tuple[RoutePlan, tuple[str, str] | None]:
+        """The plan with session affinity applied: a request of a known session (or tool
+        loop) goes first to the deployment that served the session's first request, while
+        that deployment is usable. Returns the plan and the session to remember, if new."""
+        plan = self.plan(req, principal)
+        aff = self.s.affinity
+        if aff is None or plan.mode != "single" or req.ref.kind == "model":
+            return plan, None
+        sess = session_of(req)
+        if sess is None:
+            return plan, None
+        dep = await aff.lookup(principal.tenant, *sess)
+        if dep is None:
+            return plan, sess
+        pinned = next((c for c in plan.candidates if c.deployment_id == dep), None) or self._usable(dep, req, principal)
+        if pinned is None:
+            return dataclasses.replace(plan, reason=f"{plan.reason}; session affinity: {dep} unusable now"), None
+        chain = (pinned, *(c for c in plan.candidates if c.deployment_id != dep))
+        return dataclasses.replace(plan, candidates=chain, tier=pinned.tier,
+                                   reason=f"{plan.reason}; session affinity ({sess[0]}): stays on {dep}",
+                                   extra={**plan.extra, "affinity": {"session": sess[0], "deployment": dep}}), None
+
+    def _usable(self, deployment_id: str, req: GatewayRequest, principal: Principal) -> ModelSpec | None:
+        spec = self.s.catalog.by_id.get(deployment_id)
+        if spec is None or self.s.circuits.is_open(deployment_id):
+            return None
+        ok, _ = self.s.router.tier_candidates(spec.tier, principal, req.needs)
+        return spec if any(c.deployment_id == deployment_id for c in ok) else None
+
+    async def _remember(self, principal: Principal, sess: tuple[str, str] | None, spec: ModelSpec,
+                        response: dict[str, Any] | None = None) -> None:
+        aff = self.s.affinity
+        if aff is None:
+            return
+        if sess is not None:
+            await aff.remember(principal.tenant, *sess, spec.deployment_id)
+        call = response_tool_call(response) if response is not None else None
+        if call is not None:  # a tool loop starts here: its continuations come back to this deployment
+            await aff.remember(principal.tenant, "tool", call, spec.deployment_id)
+
     @staticmethod
     def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
         needs = plan.needs
@@ -240,7 +282,7 @@ class Gateway:
         return done
 
     async def _complete(self, req: GatewayRequest, principal: Principal) -> Completed:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
         if plan.mode == "cascade":
             return await self._cascade(req, principal, plan)
         a = await self._admit(req, principal, plan)
@@ -259,12 +301,13 @@ class Gateway:
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
             outcome="ok", capability=_capability(a.plan)), req))
+        await self._remember(principal, sess, r.deployment, r.response)
         return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
 
     # --- streaming ----------------------------------------------------------------------
 
     async def stream(self, req: GatewayRequest, principal: Principal) -> Streaming:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
         if plan.mode == "cascade":
             return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
         a = await self._admit(req, principal, plan)
@@ -273,6 +316,7 @@ class Gateway:
         except BaseException as e:
             await self._release(a, e)
             raise
+        await self._remember(principal, sess, h.deployment)
         return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
 
     async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:

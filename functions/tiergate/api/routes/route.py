@@ -21,7 +21,7 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
     validate(RouteRequest, body)
     chat = {k: v for k, v in body.items() if k != "draft"}
     req = chat_request(services, request, chat)
-    plan = Gateway(services).plan(req, principal)
+    plan, _ = await Gateway(services).planned(req, principal)  # session affinity applies; nothing is written
     out = plan.describe()
     if plan.candidates and plan.needs is not None:
         out["estimated_max_cost_usd"] = round(Gateway.estimate(plan.candidates[0], plan)[2], 10)
