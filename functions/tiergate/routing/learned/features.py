@@ -30,6 +30,8 @@ CONTEXT_CHARS = 2000
 ANSWER_TOKENS = 512
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+(?:[.,]\d+)*|[^\w\s]")
+#: The same tokens for ASCII text, ~2.5x faster (no Unicode classes to test).
+_ASCII_TOKEN = re.compile(r"[a-z]+|\d+(?:[.,]\d+)*|[^\w\s]")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 _FENCE = "```"
 _LIST = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s", re.M)
@@ -48,18 +50,25 @@ def _has_image(content: Any) -> bool:
         isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content)
 
 
+def _num(t: str) -> str:
+    return _NUM_SHAPE[min(len(t), 6)] if t[0].isdigit() else t
+
+
+_NUM_SHAPE = ["#0", "#1", "#2", "#3", "#4", "#5", "#6"]
+
+
 def tokens(text: str) -> list[str]:
     """Lowercased word tokens; numbers as ``#<digits>``; CJK runs as character bigrams."""
     low = text.lower()
+    if low.isascii():
+        return [_NUM_SHAPE[min(len(t), 6)] if t[0].isdigit() else t for t in _ASCII_TOKEN.findall(low)]
+    toks = _TOKEN.findall(low)
     out: list[str] = []
-    for t in _TOKEN.findall(low):
-        c = t[0]
-        if c.isdigit():
-            out.append(f"#{min(len(t), 6)}")
-        elif not t.isascii() and _CJK.search(t):
+    for t in toks:
+        if not t.isascii() and _CJK.search(t):
             out.extend(t[i:i + 2] for i in range(max(1, len(t) - 1)))
         else:
-            out.append(t)
+            out.append(_num(t))
     return out
 
 
