@@ -25,7 +25,7 @@ from tiergate.cascade.runner import CascadeRunner, RemoteCascade
 from tiergate.cascade.service import CascadeDeps
 from tiergate.config import catalog as catalog_mod
 from tiergate.config.adapters import LITELLM
-from tiergate.config.catalog import Catalog
+from tiergate.config.catalog import Catalog, LearnedConfig
 from tiergate.execution.circuit import CircuitBoard
 from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
@@ -91,7 +91,7 @@ def build_services(
     rel = catalog.reliability
     circuits = CircuitBoard(threshold=rel.circuit_failure_threshold, cooldown_s=rel.circuit_cooldown_s)
     availability = Availability(registry, credentials)
-    learned = learned_routing(catalog)
+    learned = learned_routing(catalog, settings)
     if router is None:
         router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id),
                         learned=learned)
@@ -126,11 +126,14 @@ def build_services(
     )
 
 
-def learned_routing(catalog: Catalog) -> LearnedRouting | None:
-    """The trained router of ``routing.learned.path``; raises
-    :class:`~tiergate.routing.learned.artifact.ArtifactError` (a ``CatalogError``) at
-    startup for a missing, corrupt or unknown-model artifact."""
+def learned_routing(catalog: Catalog, settings: Settings | None = None) -> LearnedRouting | None:
+    """The trained router of ``routing.learned.path`` (``TIERGATE_ROUTER_ARTIFACT`` wins);
+    raises :class:`~tiergate.routing.learned.artifact.ArtifactError` (a ``CatalogError``)
+    at startup for a missing, corrupt or unknown-model artifact."""
     cfg = catalog.routing.learned
+    override = settings.router_artifact if settings is not None else None
+    if override is not None:
+        cfg = (cfg or LearnedConfig()).model_copy(update={"path": override})
     if cfg is None or cfg.path is None:
         return None
     return LearnedRouting(cfg, catalog)

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     lambda_initialization_type: str | None = Field(
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
 
+    #: A learned-router artifact directory; overrides the catalog's ``routing.learned.path``
+    #: (the cloud: the artifact shipped in the function asset, set by CDK).
+    router_artifact: Path | None = None
+
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)
     log_prompts: bool = False
