@@ -32,7 +32,7 @@ from tiergate.routing.learned.features import (
     request_features,
     split_messages,
 )
-from tiergate.routing.learned.model import Curve, LinearModel
+from tiergate.routing.learned.model import GAIN, Curve, LinearModel, relative_quality
 
 FORMAT = "tiergate-router"
 FORMAT_VERSION = 1
@@ -86,6 +86,10 @@ class Artifact:
                 models: Iterable[str] | None = None) -> dict[str, float]:
         """Predicted quality in [0, 1] per model (all the artifact knows, or ``models``)."""
         pred = self.router.predict(request_features(messages, body))
+        if self.manifest.get("router_form") == "relative":
+            ref = self.reference
+            q = pred[ref]
+            pred = {m: q if m == ref else relative_quality(q, pred[GAIN + m]) for m in self.models}
         if models is None:
             return pred
         wanted = set(models)
@@ -214,7 +218,10 @@ def load(directory: str | os.PathLike[str]) -> Artifact:
         raise ArtifactError(f"router artifact {d}: the manifest needs 'models' (two or more) and a "
                             "'reference_model' among them")
     router = _linear(_read_json(d / ROUTER_FILE, "the router"), ROUTER_FILE)
-    if set(router.names) != set(models):
+    expected = set(models)
+    if man.get("router_form") == "relative":
+        expected = {man["reference_model"], *(GAIN + m for m in models if m != man["reference_model"])}
+    if set(router.names) != expected:
         raise ArtifactError(f"router artifact {d}: {ROUTER_FILE} predicts {sorted(router.names)}, "
                             f"the manifest names {sorted(models)}")
     scorer = _linear(_read_json(d / SCORER_FILE, "the scorer"), SCORER_FILE) if SCORER_FILE in files else None

@@ -13,9 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: Below this the margin means "always the reference model" (no learned choice).
 ALWAYS_REFERENCE = -1.0
+#: Output name prefix of the relative form: ``gain:<model>`` predicts (y_ref - y_m + 1) / 2.
+GAIN = "gain:"
+
+
+def relative_quality(q_ref: Any, gain: Any) -> Any:
+    """A model's quality from the reference's and its learned shortfall (floats or arrays)."""
+    return q_ref - (2 * gain - 1)
 
 
 def sigmoid(z: float) -> float:

@@ -34,7 +34,7 @@ from tiergate.config.catalog import Catalog
 from tiergate.routing.learned import artifact as art
 from tiergate.routing.learned.data import Example, check_models
 from tiergate.routing.learned.features import answer_features, request_features, split_messages
-from tiergate.routing.learned.model import ALWAYS_REFERENCE, cascade_pick
+from tiergate.routing.learned.model import ALWAYS_REFERENCE, GAIN, cascade_pick, relative_quality
 from tiergate.tokens import prompt_tokens, text_tokens
 
 C_GRID = (0.25, 1.0, 4.0, 16.0)
@@ -174,21 +174,34 @@ def route_sweep(p: np.ndarray, y: np.ndarray, cost: np.ndarray, models: Sequence
     return out
 
 
+def decreasing_fit(q: Sequence[float]) -> list[float]:
+    """The best non-increasing fit to ``q`` (least squares; pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in q:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            s_, c = blocks.pop()
+            blocks[-1][0] += s_
+            blocks[-1][1] += c
+    out: list[float] = []
+    for s_, c in blocks:
+        out += [s_ / c] * int(c)
+    return out
+
+
 def curve_from_sweep(sweep: Sequence[tuple[float, float, float, Any]], *, higher_is_stricter: bool
                      ) -> list[tuple[float, float]]:
-    """Per target, the loosest operating point such that it and every stricter one reached
-    the target on held-out data (a lucky spike past a failing point is not taken)."""
+    """Per target, the loosest operating point whose quality reaches it, on the best
+    monotone fit of held-out quality against strictness (looser never does better in
+    expectation, so a noisy bump past a dip is not taken, and one dip does not forbid
+    everything looser either)."""
     ordered = sorted(sweep, key=lambda s: s[0], reverse=higher_is_stricter)  # strictest first
+    fit = decreasing_fit([q for _, q, _, _ in ordered])
     points = []
     for t in TARGETS:
-        chosen = None
-        for value, q, _c, _ in ordered:
-            if q + 1e-9 >= t:
-                chosen = value
-            else:
-                break
-        if chosen is not None:
-            points.append((t, chosen))
+        ok = [i for i, f in enumerate(fit) if f + 1e-9 >= t]
+        if ok:
+            points.append((t, ordered[ok[-1]][0]))
     return points
 
 
@@ -254,8 +267,32 @@ def train(examples: Sequence[Example], catalog: Catalog, out: Path, *, quality_t
     for j, m in enumerate(models):
         cs[m], oof[:, j] = cross_fit(x, y[:, j], folds)
         outputs[m] = fit_logistic(x, y[:, j], cs[m])
-    sweep = route_sweep(oof, y, cost, models, reference)
-    router_curve = curve_from_sweep(sweep, higher_is_stricter=False)
+    # The relative form: each other model's shortfall against the reference, learned
+    # directly ((y_ref - y_m + 1) / 2 as a soft label) instead of as a difference of two
+    # independent fits. Both forms are calibrated on out-of-fold predictions and the one
+    # cheaper at the target on that held-out data is kept.
+    rel_oof = oof.copy()
+    rel_outputs = {models[reference]: outputs[models[reference]]}
+    for j, m in enumerate(models):
+        if j == reference:
+            continue
+        z = (y[:, reference] - y[:, j] + 1) / 2
+        c, p = cross_fit(x, z, folds)
+        cs[GAIN + m] = c
+        rel_oof[:, j] = relative_quality(oof[:, reference], p)
+        rel_outputs[GAIN + m] = fit_logistic(x, z, c)
+    forms = {}
+    for form, o in (("absolute", oof), ("relative", rel_oof)):
+        sw = route_sweep(o, y, cost, models, reference)
+        cv = curve_from_sweep(sw, higher_is_stricter=False)
+        at = _at(sw, cv, quality_target)
+        forms[form] = (at[2] if at is not None else 1.0, sw, cv, o)
+    form = min(forms, key=lambda f: (forms[f][0], f != "absolute"))
+    _, sweep, router_curve, oof = forms[form]
+    if form == "relative":
+        outputs = rel_outputs
+    report(f"router form: {form} (out-of-fold cost at target {quality_target}: "
+           + ", ".join(f"{f} {v[0]:.3f}" for f, v in forms.items()) + ")")
 
     scorer_payload = None
     scorer_curve: list[tuple[float, float]] | None = None
@@ -286,9 +323,10 @@ def train(examples: Sequence[Example], catalog: Catalog, out: Path, *, quality_t
     manifest = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": list(models), "reference_model": models[reference], "quality_target": quality_target,
+        "router_form": form,
         "output_tokens": {m: round(v, 1) for m, v in out_tokens.items()},
         "feature_spec": {"kind": "hashed-free vocabulary: words, word bigrams, shape buckets (features.py)",
-                         "router_features": len(vocab), "scorer": scorer_info},
+                         "router_features": len(vocab), "router_form": form, "scorer": scorer_info},
         "training": {"files": list(sources), "data_sha256": data_sha256, "examples": len(examples),
                      "examples_with_every_outcome": len(full), "folds": k, "seed": seed,
                      "regularization_C": cs, "seconds": round(time.time() - started, 1)},
