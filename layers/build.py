@@ -129,7 +129,7 @@ def trim(site: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         for p in site.glob(f"{name}-*.dist-info"):
             shutil.rmtree(p)
-    _trim_litellm_proxy(site / "litellm" / "proxy")
+    trim_litellm_proxy(site / "litellm" / "proxy")
     for p in sorted(site.rglob("*"), reverse=True):
         if p.is_dir() and p.name in ("__pycache__", "tests"):
             shutil.rmtree(p, ignore_errors=True)
@@ -137,7 +137,7 @@ def trim(site: Path) -> None:
             p.unlink()
 
 
-def _trim_litellm_proxy(proxy: Path) -> None:
+def trim_litellm_proxy(proxy: Path) -> None:
     if not proxy.is_dir():
         return
     keep = {proxy / k for k in LITELLM_PROXY_KEEP}

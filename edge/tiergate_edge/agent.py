@@ -49,6 +49,8 @@ LOCAL_NAME = "local"
 CLOUD_NAME = "cloud"
 ESCALATE_POLICY = "edge-escalate"
 #: On a device the local model takes general chat too; harder or heavier work goes up.
+#: What the llama-cpp adapter serves (grammar-constrained JSON, tool calls); no images.
+LOCAL_CAPABILITIES = frozenset({"json", "json_schema", "tools"})
 EDGE_TASK_TIERS = {"coding": 0, "general": 0, "analysis": 2, "premium": 3, "realtime": 4}
 
 
@@ -56,7 +58,7 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     """Two deployments: the local model (tier ``local_tier``) and, if configured, the cloud."""
     local = ModelSpec(name=LOCAL_NAME, model=edge.model, adapter=LLAMA_CPP, tier=edge.local_tier,
                       chat_format=edge.chat_format or default_model.default_chat_format(edge.model),
-                      capabilities=frozenset({"json"}), input_cost_per_mtok=0, output_cost_per_mtok=0)
+                      capabilities=LOCAL_CAPABILITIES, input_cost_per_mtok=0, output_cost_per_mtok=0)
     models = [local]
     if edge.cloud_api_base:
         # The cloud bills itself; zero prices here keep local budgets to local spend.
@@ -103,15 +105,14 @@ class _EdgeKeys:
 class EdgeAgent:
     def __init__(self, settings: Settings, edge: EdgeSettings, *, catalog: Catalog | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+        from tiergate_edge.llama_runtime import provider_from, runtime_from
 
         self.settings, self.edge = settings, edge
         self.catalog = catalog or edge_catalog(edge)
         self.local = self.catalog.groups[LOCAL_NAME][0]
         self.cloud = self.catalog.groups[CLOUD_NAME][0] if CLOUD_NAME in self.catalog.groups else None
         self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(edge.offload_timeout_s, connect=5.0))
-        self.runtime = LlamaRuntime(models_dir=edge.models_dir, n_ctx_cap=edge.n_ctx_cap, n_threads=edge.n_threads,
-                                    n_batch=edge.n_batch, seed=edge.seed)
+        self.runtime = runtime_from(edge)
         self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
                                   timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
                                   backoff_max_s=edge.probe_backoff_max_s)
@@ -139,8 +140,7 @@ class EdgeAgent:
         native = self.registry.get(OPENAI_COMPATIBLE)
         self.registry.register(OPENAI_COMPATIBLE,
                                lambda: WatchedCloudProvider(native, self.health, edge.cloud_api_base))
-        self.registry.register(LLAMA_CPP, lambda: LlamaCppProvider(self.runtime,
-                                                                      default_max_tokens=edge.default_max_tokens))
+        self.registry.register(LLAMA_CPP, lambda: provider_from(self.runtime, edge))
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiergate.config.catalog import Catalog, ModelSpec
-from tiergate.errors import ContextWindowExceeded, InvalidRequest, NoRouteAvailable, OffloadUnavailable
+from tiergate.errors import (
+    CapabilityUnsupported,
+    ContextWindowExceeded,
+    InvalidRequest,
+    NoRouteAvailable,
+    OffloadUnavailable,
+)
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest, ModelRef
 from tiergate.request.classify import TaskProfile
@@ -128,6 +134,11 @@ class EdgeRouter:
         needs = req.needs
         reason = f"{target.why}; {d.reason}"
         if not d.targets:
+            missing = sorted(needs.capabilities - frozenset(self.local.capabilities or ()))
+            if missing and self.cloud is None:
+                # Nothing here can do it, and no cloud is configured: the request's fault, not ours.
+                raise CapabilityUnsupported(f"The local model does not support {', '.join(missing)} and no cloud "
+                                            f"gateway is configured ({reason})", missing=missing)
             if d.needs_cloud and self.cloud is None:
                 raise NoRouteAvailable(f"No cloud gateway is configured and the local model cannot serve this "
                                        f"request ({reason})")

@@ -140,4 +140,4 @@ models:
         built = app.state.services.registry.built()
         assert built == ({"openai-compatible", "litellm"} if snapstart else {"openai-compatible"})
         if snapstart:
-            assert app.state.services.registry.get("litellm")._litellm is not None
+            assert app.state.services.registry.get("litellm").loaded

@@ -16,7 +16,7 @@ models:
   - {{name: sim-fast, model: openai/sim-fast, adapter: openai-compatible, api_base: "{api}", tier: 1,
      capabilities: [tools, json]}}
   - {{name: sim-balanced, model: openai/sim-balanced, adapter: openai-compatible, api_base: "{api}", tier: 2,
-     capabilities: [tools, json]}}
+     capabilities: [tools, json, vision]}}
   - {{name: sim-premium, model: openai/sim-premium, adapter: openai-compatible, api_base: "{api}", tier: 3,
      capabilities: [tools, json]}}
   - {{name: sim-live, model: openai/sim-live, adapter: openai-compatible, api_base: "{api}", tier: 4,
@@ -36,7 +36,7 @@ class Cloud:
     def start(self) -> None:
         self.starts += 1
         env = {"TIERGATE_DATA_DIR": str(self.tmp / "cloud-data"), "TIERGATE_ENVIRONMENT": "test",
-               "PYTHONPATH": os.getcwd()}
+               "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
         self.proc = spawn([sys.executable, "-m", "tiergate.cli", "serve", "--config", str(self.catalog),
                            "--port", str(self.port), "--host", "127.0.0.1"],
                           log=self.tmp / f"cloud-{self.starts}.log", env=env)

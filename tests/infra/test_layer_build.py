@@ -69,7 +69,7 @@ def test_trimmed_litellm_still_imports(tmp_path):
     src = Path(litellm.__file__).parent
     dst = tmp_path / "litellm"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    build._trim_litellm_proxy(dst / "proxy")
+    build.trim_litellm_proxy(dst / "proxy")
     assert not (dst / "proxy" / "proxy_server.py").exists()
     code = ("import litellm, sys; "
             "r = litellm.completion(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}], "

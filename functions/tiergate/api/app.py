@@ -45,6 +45,7 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
     # The hot path is a plain Starlette route: FastAPI's per-request dependency solving
     # costs more than the rest of the route (it has no dependencies to solve).
     app.add_route("/v1/chat/completions", chat.chat_completions, methods=["POST"], include_in_schema=False)
+    app.include_router(chat.docs_router)  # its schema in /docs; the route above answers
     routers = [*CORE_ROUTERS, *(STORE_ROUTERS if services.store is not None else ()), *extra_routers]
     for r in routers:
         app.include_router(r)

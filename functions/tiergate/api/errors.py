@@ -24,6 +24,23 @@ _HTTP_TYPES = {
 }
 
 
+#: The doors listed first in a 404 (the rest follow in path order).
+_MAIN_DOORS = ("/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses", "/v1/embeddings",
+               "/v1/models", "/v1/route")
+
+
+def unknown_path_message(request: Request) -> str:
+    """A 404 for a path no route serves: say which doors exist (and where the docs are)."""
+    # The OpenAPI document is the list of documented doors (FastAPI builds it once, then caches it).
+    paths = request.app.openapi().get("paths", {})
+    doors: dict[str, set[str]] = {p: {m.upper() for m in ops} for p, ops in paths.items()}
+    order = [p for p in _MAIN_DOORS if p in doors] + sorted(p for p in doors if p not in _MAIN_DOORS)
+    listed = ", ".join(f"{'/'.join(sorted(doors[p]))} {p}" for p in order[:14])
+    more = f" and {len(order) - 14} more" if len(order) > 14 else ""
+    return (f"No endpoint {request.method} {request.url.path}. This gateway serves {listed}{more}; "
+            f"see /docs. OpenAI clients use the base URL <host>/v1.")
+
+
 def error_response(err: GatewayError) -> JSONResponse:
     return JSONResponse(err.to_body(), status_code=err.status, headers=err.headers or None)
 
@@ -55,9 +72,12 @@ def install(app: FastAPI) -> None:
                                          "code": "invalid_request"}}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         etype, code = _HTTP_TYPES.get(exc.status_code, ("api_error", "http_error"))
-        return JSONResponse({"error": {"message": str(exc.detail), "type": etype, "param": None, "code": code}},
+        message = str(exc.detail)
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no route matched the path
+            message = unknown_path_message(request)
+        return JSONResponse({"error": {"message": message, "type": etype, "param": None, "code": code}},
                               status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -1,5 +1,6 @@
 """The ``tiergate`` command: ``serve`` (the gateway on localhost), ``config check``,
-``keys`` (virtual keys in the store), ``router`` (learned routing) and ``edge`` (the device agent)."""
+``keys`` (virtual keys in the store), ``router`` (learned routing), ``edge`` (the device agent) and
+``models`` (its GGUFs)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tiergate.cli.keys import add_keys_parser
 from tiergate.cli.router import add_router_parser
 from tiergate.cli.serve import add_serve_parser
 from tiergate_edge.cli import add_edge_parser
+from tiergate_edge.models_cli import add_models_parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_router_parser(sub)
     add_edge_parser(sub)
+    add_models_parser(sub)
     return p
 
 

@@ -34,6 +34,6 @@ ADAPTERS: dict[str, AdapterDefaults] = {
                              install_hint="pip install 'tiergate[litellm]'"),
     OPENAI_COMPATIBLE: AdapterDefaults(frozenset({"tools", "json"}), uses_cost_map=True, needs_key=True,
                                        install_hint="part of the core install"),
-    LLAMA_CPP: AdapterDefaults(frozenset({"json"}), uses_cost_map=False, needs_key=False,
+    LLAMA_CPP: AdapterDefaults(frozenset({"json", "json_schema", "tools"}), uses_cost_map=False, needs_key=False,
                                install_hint="pip install 'tiergate[edge]'"),
 }

@@ -53,6 +53,11 @@ class LiteLLMProvider:
         self._litellm: ModuleType | None = None
         self._classes: tuple[tuple[type[BaseException], str], ...] = ()
 
+    @property
+    def loaded(self) -> bool:
+        """Whether litellm has been imported by this provider (prewarm or a first call)."""
+        return self._litellm is not None
+
     def warm(self) -> None:
         """Import litellm now (at init under Lambda SnapStart, where it is snapshotted)."""
         self._lib()

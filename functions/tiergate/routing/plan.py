@@ -19,7 +19,13 @@ from typing import Any, Literal, Protocol
 
 from tiergate.config.base import MAX_TIER
 from tiergate.config.catalog import Catalog, ModelSpec
-from tiergate.errors import ContextWindowExceeded, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.errors import (
+    CapabilityUnsupported,
+    ContextWindowExceeded,
+    ModelNotFound,
+    NoRouteAvailable,
+    PermissionDenied,
+)
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest
 from tiergate.request.classify import TaskProfile
@@ -174,7 +180,8 @@ class Router:
             raise self._nothing_fits(requested, needs, skipped)
         notes = [why]
         if first != tier:
-            notes.append(f"tier {tier} had no usable deployment; using tier {first}")
+            why_not = "; ".join(f"{d}: {w}" for d, w in skipped if self.catalog.by_id[d].tier == tier)
+            notes.append(f"tier {tier} had no usable deployment ({why_not or 'none configured'}); using tier {first}")
         if max_tier is not None and tier > max_tier:
             notes.append(f"capped at tier {max_tier} by budget")
         notes.append(f"chose {chain[0].name}")
@@ -230,6 +237,19 @@ class Router:
                 ok.append(s)
         return ok, skipped
 
+    def _missing_capabilities(self, needs: RequestNeeds, skipped: list[tuple[str, str]]) -> list[str]:
+        """The capabilities that make this a client error: no deployment in the catalog has
+        them, or every deployment considered was skipped only for lacking them."""
+        if not needs.capabilities:
+            return []
+        if not any(needs.capabilities <= (s.capabilities or frozenset()) for s in self.catalog.models):
+            return sorted(c for c in needs.capabilities
+                          if not any(s.has(c) for s in self.catalog.models)) or sorted(needs.capabilities)
+        if skipped and all(w.startswith("lacks ") for _, w in skipped):
+            lacking = {c.strip() for _, w in skipped for c in w.removeprefix("lacks ").split(",")}
+            return sorted(lacking)
+        return []
+
     def _order(self, specs: list[ModelSpec]) -> list[ModelSpec]:
         if len(specs) > 1:
             # Weighted shuffle (load balancing across a group's deployments).
@@ -238,12 +258,22 @@ class Router:
 
     def _nothing_fits(self, requested: str, needs: RequestNeeds, skipped: list[tuple[str, str]]) -> Exception:
         details = {"skipped": [{"deployment": d, "why": w} for d, w in skipped]}
+        missing = self._missing_capabilities(needs, skipped)
+        if missing:
+            return CapabilityUnsupported(
+                f"No model available for '{requested}' supports {', '.join(missing)} "
+                f"(asked by the request's {_PARAM_OF.get(missing[0], missing[0])})",
+                param=_PARAM_OF.get(missing[0]), missing=missing, **details)
         if skipped and all(w.startswith("context") for _, w in skipped):
             return ContextWindowExceeded(
                 f"The prompt (~{needs.prompt_tokens} tokens) plus {needs.output_reserve()} output tokens fits no "
                 f"model available for '{requested}'", param="messages", **details)
         why = "; ".join(f"{d}: {w}" for d, w in skipped[:6]) or "no models configured"
         return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
+
+
+#: The request field that asks for each capability (the error's ``param``).
+_PARAM_OF = {"tools": "tools", "json": "response_format", "json_schema": "response_format", "vision": "messages"}
 
 
 def auto_tier(catalog: Catalog, task: TaskProfile) -> int:
