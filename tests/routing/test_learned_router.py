@@ -134,3 +134,28 @@ def test_artifact_format_checks(tmp_path, split):
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(art.ArtifactError, match="scorer.json is missing"):
         art.load(Path(d))
+
+
+def test_a_key_or_a_request_may_only_tighten_the_target():
+    from types import SimpleNamespace
+
+    from tiergate.config.catalog import LearnedConfig
+    from tiergate.errors import InvalidRequest
+    from tiergate.limits.admission import Principal
+    from tiergate.request import GatewayRequest
+    from tiergate.routing.learned.serving import LearnedRouting
+
+    lr = LearnedRouting(LearnedConfig(quality_target=0.9), CATALOG)
+
+    def req(header: str | None = None) -> GatewayRequest:
+        return GatewayRequest.from_chat({"messages": [{"role": "user", "content": "x"}]}, aliases={},
+                                        default_model="auto",
+                                        hints={"x-tiergate-quality-target": header} if header else None)
+
+    key = Principal("key_a", "acme", metadata={"key": SimpleNamespace(metadata={"quality_target": 0.97})})
+    loose = Principal("key_b", "acme", metadata={"key": SimpleNamespace(metadata={"quality_target": 0.5})})
+    assert lr.target_for(req()) == 0.9
+    assert lr.target_for(req(), key) == 0.97 and lr.target_for(req(), loose) == 0.9
+    assert lr.target_for(req("0.99"), key) == 0.99 and lr.target_for(req("0.95"), key) == 0.97
+    with pytest.raises(InvalidRequest):
+        lr.target_for(req("1.5"))

@@ -72,7 +72,7 @@ class CascadeRunner:
         ctx = CallContext(request_id=request_id,
                           deadline=time.monotonic() + self.deps.catalog.reliability.deadline_s)
         port = ServiceSteps(self.deps, policy, req.body, principal, ctx, task, needs=req.needs)
-        target = self.deps.scorer.target_for(req) if self.deps.scorer is not None else None
+        target = self.deps.scorer.target_for(req, principal) if self.deps.scorer is not None else None
         if self.remote is not None and name == STATE_MACHINE_POLICY and policy.mode != "parallel":
             state = steps.start(policy, name, req.body, task_type=task, principal=principal.snapshot(),
                                 request_id=request_id, max_tier=max_tier, tier_of=port.tier_of,

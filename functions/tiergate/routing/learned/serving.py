@@ -90,25 +90,31 @@ class LearnedRouting:
                 self._mtime = mtime
         return self._artifact
 
-    def target_for(self, req: GatewayRequest) -> float:
-        """The configured target, tightened (never loosened) by ``x-tiergate-quality-target``."""
+    def target_for(self, req: GatewayRequest, principal: Principal | None = None) -> float:
+        """The configured target, tightened (never loosened) by the virtual key's
+        ``metadata.quality_target`` and the request's ``x-tiergate-quality-target``."""
+        target = self.target
+        key = principal.metadata.get("key") if principal is not None else None
+        kt = (getattr(key, "metadata", None) or {}).get("quality_target")
+        if isinstance(kt, int | float) and not isinstance(kt, bool) and 0 < kt <= 1:
+            target = max(target, float(kt))
         raw = req.hint(TARGET_HEADER).strip()
         if not raw:
-            return self.target
+            return target
         try:
             t = float(raw)
         except ValueError:
             t = -1.0
         if not 0 < t <= 1:
             raise InvalidRequest(f"{TARGET_HEADER} must be a number in (0, 1], got {raw[:40]!r}", param=TARGET_HEADER)
-        return max(t, self.target)
+        return max(t, target)
 
     # --- the auto decision ----------------------------------------------------------------
 
-    def decide(self, a: Artifact, req: GatewayRequest, names: Sequence[str], costs: Mapping[str, float]
-               ) -> dict[str, Any]:
+    def decide(self, a: Artifact, req: GatewayRequest, names: Sequence[str], costs: Mapping[str, float],
+               principal: Principal | None = None) -> dict[str, Any]:
         """The router block: predictions for ``names``, the target, the margin, the choice."""
-        target = self.target_for(req)
+        target = self.target_for(req, principal)
         pred = a.predict(req.messages, req.body, names)
         margin = a.margin(target)
         chosen = choose(pred, costs, ALWAYS_REFERENCE if margin is None else margin, a.reference)
@@ -135,7 +141,7 @@ class LearnedRouting:
         p = req.needs.prompt_tokens
         costs = {n: min(s.cost_usd(p, req.needs.max_output_tokens or int(a.output_tokens.get(n, DEFAULT_OUTPUT_TOKENS)))
                         for s in specs) for n, specs in groups.items()}
-        block = self.decide(a, req, list(groups), costs)
+        block = self.decide(a, req, list(groups), costs, principal)
         chosen, pred = block["chosen"], block["predicted_quality"]
         # Fallback: the chosen model's deployments, then the models predicted better, cheapest first.
         rest = sorted((n for n in groups if n != chosen), key=lambda n: (pred[n] < pred[chosen], costs[n]))
@@ -162,8 +168,8 @@ class LearnedScorer:
     def target(self) -> float:
         return self.routing.target
 
-    def target_for(self, req: GatewayRequest) -> float:
-        return self.routing.target_for(req)
+    def target_for(self, req: GatewayRequest, principal: Principal | None = None) -> float:
+        return self.routing.target_for(req, principal)
 
     def available(self) -> bool:
         a = self.routing.current()
