@@ -80,6 +80,9 @@ def test_quality_target_header_only_tightens(gateway_factory, trained):
     with pytest.raises(openai.BadRequestError) as e:
         _route(client, EASY, **{"x-tiergate-quality-target": "high"})
     assert e.value.body["param"] == "x-tiergate-quality-target"
+    in_body = client.post("/route", cast_to=object, body={
+        "model": "auto", "quality_target": 1.0, "messages": [{"role": "user", "content": EASY}]})
+    assert in_body["router"]["target"] == 1.0 and in_body["router"]["chosen"] == "strong"
 
 
 def test_plans_the_rules_made_carry_a_rules_router_block(gateway_factory, trained):

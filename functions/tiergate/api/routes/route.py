@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from tiergate.api.deps import PrincipalDep, ServicesDep
 from tiergate.api.doors import chat_request
 from tiergate.api.schemas import RouteRequest
 from tiergate.gateway import Gateway
+from tiergate.routing.learned.serving import TARGET_HEADER
 
 router = APIRouter()
 
@@ -19,8 +21,11 @@ router = APIRouter()
 async def route(request: Request, services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
     body = await read_json(request, services.settings.max_body_bytes)
     validate(RouteRequest, body)
-    chat = {k: v for k, v in body.items() if k != "draft"}
+    chat = {k: v for k, v in body.items() if k not in ("draft", "quality_target")}
     req = chat_request(services, request, chat)
+    if body.get("quality_target") is not None:
+        # The dry run also takes the target in the body: the same as x-tiergate-quality-target.
+        req = dataclasses.replace(req, hints={**req.hints, TARGET_HEADER: str(body["quality_target"])})
     plan, _ = await Gateway(services).planned(req, principal)  # session affinity applies; nothing is written
     out = plan.describe()
     if plan.candidates and plan.needs is not None:
