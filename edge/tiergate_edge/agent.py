@@ -68,6 +68,10 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
     routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
                                                                    context_headroom=edge.context_headroom)
+    if edge.router_artifact is not None:
+        # The same artifact scores the local answer of the local-then-cloud cascade (when it has a scorer).
+        routing = routing.model_copy(update={"learned": LearnedConfig(path=edge.router_artifact,
+                                                                      quality_target=edge.quality_target)})
     # One attempt per deployment (the cloud retries upstream itself; the local model would
     # fail the same way twice) and a short circuit cooldown: the probe decides reachability.
     reliability = ReliabilityConfig(max_attempts_per_deployment=1, circuit_cooldown_s=2.0,
