@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
 from tiergate.tokens import content_tokens
+
+log = logging.getLogger(__name__)
 
 #: Output tokens assumed for the worst-case budget estimate when neither the request
 #: nor the catalog bounds the answer.
@@ -178,7 +181,11 @@ class Gateway:
         sess = session_of(req)
         if sess is None:
             return plan, None
-        dep = await aff.lookup(principal.tenant, *sess)
+        try:
+            dep = await aff.lookup(principal.tenant, *sess)
+        except Exception as e:  # affinity is an optimization: a store hiccup routes afresh
+            log.warning("session affinity lookup failed: %r", e)
+            return plan, None
         if dep is None:
             return plan, sess
         pinned = next((c for c in plan.candidates if c.deployment_id == dep), None) or self._usable(dep, req, principal)
@@ -201,11 +208,14 @@ class Gateway:
         aff = self.s.affinity
         if aff is None:
             return
-        if sess is not None:
-            await aff.remember(principal.tenant, *sess, spec.deployment_id)
-        call = response_tool_call(response) if response is not None else None
-        if call is not None:  # a tool loop starts here: its continuations come back to this deployment
-            await aff.remember(principal.tenant, "tool", call, spec.deployment_id)
+        try:
+            if sess is not None:
+                await aff.remember(principal.tenant, *sess, spec.deployment_id)
+            call = response_tool_call(response) if response is not None else None
+            if call is not None:  # a tool loop starts here: its continuations come back to this deployment
+                await aff.remember(principal.tenant, "tool", call, spec.deployment_id)
+        except Exception as e:  # the answer stands; the next request of the session routes afresh
+            log.warning("session affinity not stored: %r", e)
 
     @staticmethod
     def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
@@ -239,9 +249,13 @@ class Gateway:
         one round trip of latency)."""
         dep = outcome.deployment
         if self.s.labels is not None and dep is not None and req is not None:
-            await asyncio.gather(self.s.admission.settle(a.ticket, outcome), self.s.labels.record(
+            settled, labeled = await asyncio.gather(self.s.admission.settle(a.ticket, outcome), self.s.labels.record(
                 a.ctx.request_id, a.ticket.principal, model=dep.name, deployment=dep.deployment_id, tier=dep.tier,
-                messages=req.messages, router=a.plan.extra.get("router")))
+                messages=req.messages, router=a.plan.extra.get("router")), return_exceptions=True)
+            if isinstance(labeled, Exception):  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", a.ctx.request_id, labeled)
+            if isinstance(settled, BaseException):
+                raise settled
         else:
             await self.s.admission.settle(a.ticket, outcome)
         self.s.telemetry.emit({
@@ -395,9 +409,12 @@ class Gateway:
                             cascade=r.header_value)
         if self.s.labels is not None:
             # Every step was settled as it ran; the steps' scores (and judge verdicts) become labels.
-            await asyncio.shield(self.s.labels.record(
-                request_id, principal, model=r.deployment.name, deployment=r.deployment.deployment_id,
-                tier=r.deployment.tier, messages=req.messages, router=plan.extra.get("router"), steps=r.steps))
+            try:
+                await asyncio.shield(self.s.labels.record(
+                    request_id, principal, model=r.deployment.name, deployment=r.deployment.deployment_id,
+                    tier=r.deployment.tier, messages=req.messages, router=plan.extra.get("router"), steps=r.steps))
+            except Exception as e:  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", request_id, e)
         # Every step was settled as it finished; only the request's telemetry is left.
         self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
