@@ -38,7 +38,8 @@ from tiergate.routing.plan import Router  # noqa: E402
 from tiergate.tokens import prompt_tokens, text_tokens  # noqa: E402
 
 MTBENCH = ROOT.parent.parent / "shared" / "data" / "routing" / "mtbench-dev.jsonl"
-LOCAL = Path("/tmp/tiergate-bench/local-pair.jsonl")
+#: Made by make_local_dataset.py (800 generated tasks, two real local models, graded by checkers).
+LOCAL = HERE / "data" / "local-pair.jsonl"
 SETS = [(MTBENCH, HERE / "mtbench.yaml"), (LOCAL, HERE / "local-pair.yaml")]
 
 
