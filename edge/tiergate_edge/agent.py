@@ -8,6 +8,7 @@ routes as the cloud) with the edge's router, deferrer, admission wrapper and the
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 from fastapi import FastAPI
 
 from tiergate.compose import build_app
-from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE
+from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE, WORDLLAMA
 from tiergate.config.cascades import CascadePolicy
 from tiergate.config.catalog import (
     Catalog,
@@ -29,24 +30,30 @@ from tiergate.config.catalog import (
 )
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
+from tiergate.limits.stored_responses import ResponseStore
 from tiergate.providers.credentials import EnvKeyResolver
 from tiergate.providers.registry import default_registry
 from tiergate.request import GatewayRequest
 from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.services import Services
 from tiergate.settings import Settings
+from tiergate.stores.sqlite import SqliteStore
 from tiergate_edge import default_model, jobs_api
 from tiergate_edge.cloud_client import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.drain import Drainer
 from tiergate_edge.jobs import JobQueue, JobStore, lock_queue_file
+from tiergate_edge.local_embedder import BUNDLED as LOCAL_EMBEDDER
+from tiergate_edge.plugin import register_local_embedder
 from tiergate_edge.router import EdgeRouter
 from tiergate_edge.settings import EdgeSettings
 from tiergate_edge.usage_sync import RecordingAdmission, UsageOutbox, UsageSync
 
 LOCAL_NAME = "local"
 CLOUD_NAME = "cloud"
+#: The packaged local embedder (``/v1/embeddings`` answered on the device).
+EMBED_NAME = "local-embed"
 ESCALATE_POLICY = "edge-escalate"
 #: On a device the local model takes general chat too; harder or heavier work goes up.
 #: What the llama-cpp adapter serves (grammar-constrained JSON, tool calls); no images.
@@ -60,11 +67,17 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
                       chat_format=edge.chat_format or default_model.default_chat_format(edge.model),
                       capabilities=LOCAL_CAPABILITIES, input_cost_per_mtok=0, output_cost_per_mtok=0)
     models = [local]
+    if importlib.util.find_spec("wordllama") is not None:
+        models.append(ModelSpec(name=EMBED_NAME, model=LOCAL_EMBEDDER, adapter=WORDLLAMA, tier=edge.local_tier,
+                                capabilities=frozenset({"embeddings"}), input_cost_per_mtok=0,
+                                output_cost_per_mtok=0))
     if edge.cloud_api_base:
-        # The cloud bills itself; zero prices here keep local budgets to local spend.
+        # The cloud bills itself; zero prices here keep local budgets to local spend. It is
+        # another tiergate: it embeds, and speaks Anthropic Messages natively (an offloaded
+        # /v1/messages request goes up unchanged, thinking blocks and all).
         models.append(ModelSpec(name=CLOUD_NAME, model="tiergate-cloud", adapter=OPENAI_COMPATIBLE, tier=4,
                                 api_base=edge.cloud_api_base, upstream_model="auto",
-                                capabilities=frozenset({"tools", "vision", "json", "json_schema"}),
+                                capabilities=frozenset({"tools", "vision", "json", "json_schema", "messages_api"}),
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
     routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
                                                                    context_headroom=edge.context_headroom)
@@ -145,6 +158,10 @@ class EdgeAgent:
         self.registry.register(OPENAI_COMPATIBLE,
                                lambda: WatchedCloudProvider(native, self.health, edge.cloud_api_base))
         self.registry.register(LLAMA_CPP, lambda: provider_from(self.runtime, edge))
+        register_local_embedder(self.registry)
+        # Responses API state on the device (the edge has no record store of its own).
+        self.responses_db = SqliteStore(edge.data_dir / "responses.sqlite3")
+        self.responses = ResponseStore(self.responses_db, ttl_s=settings.responses_ttl_s)
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------
@@ -176,6 +193,7 @@ class EdgeAgent:
         await self.http.aclose()
         self.store.close()
         self.outbox.close()
+        await self.responses_db.aclose()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -206,5 +224,6 @@ def build_edge_app(agent: EdgeAgent) -> FastAPI:
     # The cascade runner gives local-then-cloud escalation of weak local answers.
     return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                      router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
+                     responses=agent.responses,
                      health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
                      on_shutdown=[agent.stop])

@@ -44,8 +44,9 @@ from tiergate_edge.chat_prompt import ChatPlan, close_json, parse_tool_calls, pl
 from tiergate_edge.gguf_meta import GGUFInfo, NotGGUF, read_info
 from tiergate_edge.model_store import ModelStore
 
-#: OpenAI parameters passed to llama.cpp as they are (others are ignored).
-_PASSTHROUGH = ("temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
+#: OpenAI parameters passed to llama.cpp as they are (others are ignored; JSON is a grammar).
+_PASSTHROUGH = ("temperature", "top_p", "top_k", "stop", "seed", "presence_penalty", "frequency_penalty",
+                "logit_bias")
 _DONE = object()
 #: The default system prompt of a local answer when the client sends none. Measured on
 #: SmolLM2-135M: 12 of 14 short factual questions right with it, 8-9 without.

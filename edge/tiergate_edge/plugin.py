@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tiergate.compose import Plugin
-from tiergate.config.adapters import ADAPTERS, LLAMA_CPP
+from tiergate.config.adapters import ADAPTERS, LLAMA_CPP, WORDLLAMA
 from tiergate.config.catalog import Catalog, ModelSpec
+from tiergate.providers.embedder import EmbedderProvider
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.settings import Settings
 from tiergate_edge.settings import EdgeSettings
@@ -43,6 +44,7 @@ class LocalModelPlugin(Plugin):
 
     def register_adapters(self, registry: ProviderRegistry) -> None:
         registry.register(LLAMA_CPP, self._provider, check=self.unavailable)
+        register_local_embedder(registry)
 
     def unavailable(self, spec: ModelSpec) -> str | None:
         """Why the local runtime cannot serve ``spec`` here (package or model file missing)."""
@@ -64,3 +66,24 @@ class LocalModelPlugin(Plugin):
     def health_info(self) -> Mapping[str, Any]:
         info = self._runtime.info() if self._runtime is not None else {"loaded": False}
         return {"local_model": info}
+
+
+def register_local_embedder(registry: ProviderRegistry) -> None:
+    """The ``wordllama`` adapter: the packaged local embedder (loaded on first use)."""
+
+    def provider() -> EmbedderProvider:
+        from tiergate_edge.local_embedder import WordLlamaEmbedder
+
+        return EmbedderProvider(WordLlamaEmbedder)
+
+    registry.register(WORDLLAMA, provider, check=local_embedder_unavailable)
+
+
+def local_embedder_unavailable(spec: ModelSpec) -> str | None:
+    from tiergate_edge.local_embedder import BUNDLED
+
+    if importlib.util.find_spec("wordllama") is None:
+        return f"wordllama is not installed ({ADAPTERS[WORDLLAMA].install_hint})"
+    if spec.model != BUNDLED:
+        return f"unknown local embedding model {spec.model!r} (the packaged one is {BUNDLED})"
+    return None

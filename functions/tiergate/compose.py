@@ -31,6 +31,7 @@ from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.store_admission import StoreAdmission
+from tiergate.limits.stored_responses import ResponseStore
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
@@ -80,6 +81,7 @@ def build_services(
     plugins: Sequence[Plugin] = (),
     health_sources: Sequence[HealthSource] = (),
     remote_cascade: RemoteCascade | None = None,
+    responses: ResponseStore | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -106,6 +108,7 @@ def build_services(
         admission = StoreAdmission(settings, catalog, store, keys=virtual_keys, owns_store=True)
         cfg = catalog.budgets
         idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
+        responses = responses or ResponseStore(store, ttl_s=settings.responses_ttl_s)
     labels = None
     if store is not None and catalog.routing.learned is not None:
         labels = LabelLog(store, collect_prompts=catalog.routing.learned.collect_prompts,
@@ -120,7 +123,7 @@ def build_services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, deferrer=deferrer, jobs=jobs, learned=learned, labels=labels,
+        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, learned=learned, labels=labels,
         affinity=Affinity(store),
         health_sources=(*plugins, *health_sources),
     )

@@ -9,27 +9,16 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
-from tests.edge.cloud import Cloud
 from tests.support.procs import free_port, spawn, stop, wait_for
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 HARD = "Analyze and compare the trade-offs of these two database designs and evaluate the root cause."
-
-
-@pytest.fixture
-def cloud(sim, tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path, sim.openai_base, free_port())
-    c.start()
-    yield c
-    c.stop()
 
 
 def until(check, timeout: float = 20.0, what: str = "condition") -> None:

@@ -16,7 +16,13 @@ Tier = Annotated[int, Field(ge=MIN_TIER, le=MAX_TIER)]
 TaskType = Literal["coding", "general", "analysis", "premium", "realtime"]
 TASK_TYPES: tuple[str, ...] = ("coding", "general", "analysis", "premium", "realtime")
 
-Capability = Literal["tools", "vision", "json", "json_schema"]
+#: ``embeddings``: the deployment embeds text (``/v1/embeddings``) and serves nothing else.
+#: ``messages_api`` / ``responses_api``: the endpoint also speaks Anthropic Messages / OpenAI
+#: Responses natively, so those doors pass bodies through unchanged (thinking blocks,
+#: cache_control, hosted tools survive) instead of translating them to chat.
+Capability = Literal["tools", "vision", "json", "json_schema", "embeddings", "messages_api", "responses_api"]
+#: Capabilities that say how a deployment can be reached, not what a chat request needs.
+DIALECT_CAPABILITIES: dict[str, str] = {"messages_api": "anthropic", "responses_api": "responses"}
 
 
 def _readonly(*_: Any, **__: Any) -> NoReturn:

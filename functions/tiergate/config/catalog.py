@@ -22,7 +22,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from tiergate.config import diagnostics, pricing
-from tiergate.config.adapters import ADAPTERS, Adapter
+from tiergate.config.adapters import ADAPTERS, LITELLM, Adapter
 from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.cascades import CascadePolicy
@@ -196,8 +196,10 @@ def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
         upd["context_window"] = known.context_window
     if spec.max_output_tokens is None and known and known.max_output_tokens:
         upd["max_output_tokens"] = known.max_output_tokens
-    if spec.capabilities is None:
-        upd["capabilities"] = known.capabilities if known and known.capabilities else defaults.capabilities
+    caps = spec.capabilities
+    if caps is None:
+        caps = known.capabilities if known and known.capabilities else defaults.capabilities
+    upd["capabilities"] = frozenset(caps) | (native_dialects(spec) if "embeddings" not in caps else frozenset())
     return spec.model_copy(update=upd)
 
 
@@ -212,6 +214,19 @@ class CatalogProblems(ValueError):
     def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
         super().__init__("; ".join(m for _, m in problems))
         self.problems = problems
+
+
+def native_dialects(spec: ModelSpec) -> frozenset[str]:
+    """What an endpoint speaks besides chat, known from the model id alone: Anthropic's own
+    API speaks Messages, OpenAI's own speaks Responses. (Other endpoints declare it with
+    the ``messages_api`` / ``responses_api`` capabilities.)"""
+    if spec.adapter != LITELLM:
+        return frozenset()
+    if spec.model.startswith("anthropic/"):
+        return frozenset({"messages_api"})
+    if spec.model.startswith("openai/") and spec.api_base is None:
+        return frozenset({"responses_api"})
+    return frozenset()
 
 
 def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:

@@ -2,7 +2,7 @@
 
     python -m tiergate.config.prices_refresh        # with the pinned litellm installed
 
-Keeps, for every ``chat`` model, only the fields the catalog uses: prices per 1M input and
+Keeps, for every ``chat`` and ``embedding`` model, only the fields the catalog uses: prices per 1M input and
 output tokens, context window, max output tokens and capabilities; stamped with the
 litellm version it came from. Reads the JSON file inside the litellm package (no import
 of litellm). Commit the result; the gateway reads it with no litellm installed.
@@ -24,7 +24,7 @@ def build() -> dict:
     raw = json.loads(path.read_text())
     rows = {}
     for model_id, entry in sorted(raw.items()):
-        if not isinstance(entry, dict) or entry.get("mode") != "chat":
+        if not isinstance(entry, dict) or entry.get("mode") not in ("chat", "embedding"):
             continue
         k = from_cost_map_entry(entry)
         if k.input_cost_per_mtok is None and k.output_cost_per_mtok is None and not k.context_window:

@@ -33,6 +33,8 @@ class KnownModel:
 def from_cost_map_entry(entry: Mapping[str, Any]) -> KnownModel:
     """One LiteLLM cost-map entry -> the fields the catalog uses."""
     caps = set()
+    if entry.get("mode") == "embedding":
+        caps.add("embeddings")
     if entry.get("supports_function_calling"):
         caps.add("tools")
     if entry.get("supports_vision"):

@@ -22,6 +22,7 @@ from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.errors import (
     CapabilityUnsupported,
     ContextWindowExceeded,
+    InvalidRequest,
     ModelNotFound,
     NoRouteAvailable,
     PermissionDenied,
@@ -108,6 +109,9 @@ class Router:
         """The plan for one request; ``max_tier`` is the budget's tier ceiling, known before planning."""
         ref, needs = req.ref, req.needs
         if ref.kind == "cascade":
+            if req.operation != "chat":
+                raise InvalidRequest(f"'{ref.requested}' scores chat answers; {req.operation} cannot cascade",
+                                     param="model")
             return self._cascade_plan(req, ref.policy or "default")
         if ref.kind == "auto":
             return self._auto_plan(req, principal, max_tier)
@@ -145,17 +149,23 @@ class Router:
 
     def _auto_plan(self, req: GatewayRequest, principal: Principal, max_tier: int | None) -> RoutePlan:
         task = req.task
-        policy = self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
+        policy = (self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
+                  if req.operation == "chat" else None)
         if policy:
             return RoutePlan(mode="cascade", requested=req.ref.requested, task=task, needs=req.needs,
                              cascade_policy=policy,
                              reason=f"auto: task={task.task_type} difficulty={task.difficulty} -> cascade '{policy}'")
-        if self.learned is not None:
-            learned = self.learned.plan(self, req, principal, max_tier)
-            if learned is not None:
-                return learned
-        wanted = auto_tier(self.catalog, task)
-        why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
+        if req.operation == "embeddings":
+            # No task to classify: the cheapest embedding model wins.
+            wanted = self.catalog.tiers()[0]
+            why = f"auto: embeddings -> cheapest tier {wanted}"
+        else:
+            if self.learned is not None:
+                learned = self.learned.plan(self, req, principal, max_tier)
+                if learned is not None:
+                    return learned
+            wanted = auto_tier(self.catalog, task)
+            why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
         plan = self._tier_plan(req.ref.requested, wanted, principal, req.needs, max_tier, why=why)
         return RoutePlan(**{**_fields(plan), "task": task})
 
@@ -192,6 +202,10 @@ class Router:
                     needs: RequestNeeds, max_tier: int | None) -> RoutePlan:
         if not any(principal.may_use(s) for s in group):
             raise PermissionDenied(f"This key may not use model '{requested}'", param="model")
+        embeds = "embeddings" in needs.capabilities
+        if all(s.has("embeddings") != embeds for s in group):
+            raise InvalidRequest(f"The model '{requested}' is an embedding model: use /v1/embeddings" if not embeds
+                                 else f"The model '{requested}' does not create embeddings", param="model")
         own, skipped = self._filter(group, principal, needs)
         tier = group[0].tier
         if max_tier is not None and tier > max_tier:
@@ -225,6 +239,9 @@ class Router:
             why: str | None = None
             if not principal.may_use(s):
                 why = "not allowed for this key"
+            elif ("embeddings" in needs.capabilities) != s.has("embeddings"):
+                # Embedding models answer embeddings requests only, and only they do.
+                why = "an embedding model" if s.has("embeddings") else "not an embedding model"
             elif (missing := needs.capabilities - (s.capabilities or frozenset())):
                 why = f"lacks {', '.join(sorted(missing))}"
             elif s.context_window and needs.prompt_tokens + needs.output_reserve() > s.context_window * (1 - headroom):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tiergate.api.body import read_json, validate
+from tiergate.api.deps import authorization
 from tiergate.api.doors import chat_request, openai_response
 from tiergate.api.schemas import ChatRequest
 from tiergate.gateway import Gateway
@@ -20,7 +21,7 @@ async def chat_completions(request: Request) -> Response:
     # The hot path: services and the caller are looked up directly rather than through
     # FastAPI dependencies (their resolution costs more than the rest of the route).
     services: Services = request.app.state.services
-    principal = await services.admission.authenticate(request.headers.get("authorization"))
+    principal = await services.admission.authenticate(authorization(request.headers))
     body = await read_json(request, services.settings.max_body_bytes)
     validate(ChatRequest, body)
     req = chat_request(services, request, body)
