@@ -21,13 +21,22 @@ from tiergate.compose import build_app
 from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE, WORDLLAMA
 from tiergate.config.cache import CacheConfig, ExactCacheConfig, SemanticCacheConfig
 from tiergate.config.cascades import CascadePolicy
-from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
+from tiergate.config.catalog import (
+    Catalog,
+    CatalogFile,
+    LearnedConfig,
+    ModelSpec,
+    ReliabilityConfig,
+    RoutingConfig,
+    resolve,
+)
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
 from tiergate.limits.stored_responses import ResponseStore
 from tiergate.providers.credentials import EnvKeyResolver
 from tiergate.providers.registry import default_registry
 from tiergate.request import GatewayRequest
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.services import Services
 from tiergate.settings import Settings
 from tiergate.stores.sqlite import SqliteStore
@@ -75,6 +84,10 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
     routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
                                                                    context_headroom=edge.context_headroom)
+    if edge.router_artifact is not None:
+        # The same artifact scores the local answer of the local-then-cloud cascade (when it has a scorer).
+        routing = routing.model_copy(update={"learned": LearnedConfig(path=edge.router_artifact,
+                                                                      quality_target=edge.quality_target)})
     # One attempt per deployment (the cloud retries upstream itself; the local model would
     # fail the same way twice) and a short circuit cooldown: the probe decides reachability.
     reliability = ReliabilityConfig(max_attempts_per_deployment=1, circuit_cooldown_s=2.0,
@@ -95,6 +108,14 @@ def edge_cache(edge: EdgeSettings) -> CacheConfig:
     exact = ExactCacheConfig(ttl_s=edge.cache_ttl_s)
     semantic = SemanticCacheConfig(ttl_s=edge.cache_ttl_s, threshold=edge.cache_threshold)
     return CacheConfig(exact=exact, semantic=semantic if edge.cache == "semantic" else None)
+
+
+def edge_learned(edge: EdgeSettings, catalog: Catalog) -> LearnedRouting | None:
+    """The offload artifact (``router_artifact``); a missing, corrupt or unknown-model one
+    fails at startup with an ArtifactError (a CatalogError)."""
+    if edge.router_artifact is None:
+        return None
+    return LearnedRouting(LearnedConfig(path=edge.router_artifact, quality_target=edge.quality_target), catalog)
 
 
 class _EdgeKeys:
@@ -124,7 +145,9 @@ class EdgeAgent:
         self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
                                   timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
                                   backoff_max_s=edge.probe_backoff_max_s)
+        self.learned = edge_learned(edge, self.catalog)
         self.router = EdgeRouter(self.catalog, local=self.local, cloud=self.cloud, cloud_up=lambda: self.health.is_up,
+                                 learned=self.learned,
                                  local_context=self.runtime.context_window, policy=edge.policy,
                                  headroom=self.catalog.routing.context_headroom,
                                  default_max_tokens=edge.default_max_tokens,

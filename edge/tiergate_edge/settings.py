@@ -56,6 +56,11 @@ class EdgeSettings(BaseSettings):
     #: Score below which a local answer is escalated (the cascade scorer's 0..1 scale).
     escalate_threshold: float = Field(0.5, ge=0, le=1)
 
+    #: A router artifact (``tiergate router train``) whose outcome keys include ``local``: it
+    #: decides local vs cloud for ``auto`` (offload when local is predicted below target).
+    router_artifact: Path | None = None
+    quality_target: float = Field(0.95, gt=0, le=1)
+
     probe_interval_s: float = Field(15.0, gt=0)
     probe_timeout_s: float = Field(2.0, gt=0)
     probe_backoff_min_s: float = Field(0.5, gt=0)

@@ -27,7 +27,7 @@ from tiergate.cascade.runner import CascadeRunner, RemoteCascade
 from tiergate.cascade.service import CascadeDeps
 from tiergate.config import catalog as catalog_mod
 from tiergate.config.adapters import LITELLM
-from tiergate.config.catalog import Catalog
+from tiergate.config.catalog import Catalog, LearnedConfig
 from tiergate.execution.circuit import CircuitBoard
 from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
@@ -39,6 +39,9 @@ from tiergate.limits.virtual_keys import KeyService
 from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
+from tiergate.routing.affinity import Affinity
+from tiergate.routing.learned.labels import LabelLog
+from tiergate.routing.learned.serving import LearnedRouting, LearnedScorer
 from tiergate.routing.plan import Router
 from tiergate.services import Availability, Deferrer, EdgeStatus, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
@@ -101,8 +104,10 @@ def build_services(
     rel = catalog.reliability
     circuits = CircuitBoard(threshold=rel.circuit_failure_threshold, cooldown_s=rel.circuit_cooldown_s)
     availability = Availability(registry, credentials)
+    learned = learned_routing(catalog, settings)
     if router is None:
-        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id))
+        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id),
+                        learned=learned)
     executor = Executor(catalog, registry, credentials, circuits)
     store = virtual_keys = idempotency = None
     if admission is None:
@@ -115,11 +120,16 @@ def build_services(
         cfg = catalog.budgets
         idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
         responses = responses or ResponseStore(store, ttl_s=settings.responses_ttl_s)
+    labels = None
+    if store is not None and catalog.routing.learned is not None:
+        labels = LabelLog(store, collect_prompts=catalog.routing.learned.collect_prompts,
+                          retention_days=catalog.budgets.usage_retention_days)
     if remote_cascade is None and settings.cascade_state_machine_arn:
         from tiergate.aws.step_functions import StepFunctionsCascade
 
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
-    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
+    scorer = LearnedScorer(learned) if learned is not None else None
+    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission, scorer=scorer), remote=remote_cascade)
     for plugin in plugins:
         semantic_cache = semantic_cache or plugin.semantic_cache(settings, catalog)
     cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache,
@@ -131,6 +141,7 @@ def build_services(
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=build_telemetry(settings, prometheus, telemetry), cascades=cascades, store=store,
         virtual_keys=virtual_keys, idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, cache=cache,
+        learned=learned, labels=labels, affinity=Affinity(store),
         health_sources=(*plugins, *health_sources), prometheus=prometheus, usage_log=usage_log, edge=edge,
     )
 
@@ -178,6 +189,19 @@ def build_telemetry(settings: Settings, prometheus: PrometheusMetrics | None, ho
     if not sinks:
         return NoopTelemetry()
     return sinks[0] if len(sinks) == 1 else FanoutTelemetry(sinks)
+
+
+def learned_routing(catalog: Catalog, settings: Settings | None = None) -> LearnedRouting | None:
+    """The trained router of ``routing.learned.path`` (``TIERGATE_ROUTER_ARTIFACT`` wins);
+    raises :class:`~tiergate.routing.learned.artifact.ArtifactError` (a ``CatalogError``)
+    at startup for a missing, corrupt or unknown-model artifact."""
+    cfg = catalog.routing.learned
+    override = settings.router_artifact if settings is not None else None
+    if override is not None:
+        cfg = (cfg or LearnedConfig()).model_copy(update={"path": override})
+    if cfg is None or cfg.path is None:
+        return None
+    return LearnedRouting(cfg, catalog)
 
 
 def build_app(

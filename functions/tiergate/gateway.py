@@ -16,6 +16,8 @@ limit is re-planned below the ceiling the reservation reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,9 +34,12 @@ from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.idempotency import Hit, request_hash
 from tiergate.request import GatewayRequest
+from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
 from tiergate.tokens import content_tokens
+
+log = logging.getLogger(__name__)
 
 #: Output tokens assumed for the worst-case budget estimate when neither the request
 #: nor the catalog bounds the answer.
@@ -200,6 +205,53 @@ class Gateway:
         """The routing decision under the budget's current tier ceiling (no store access)."""
         return self.s.router.plan(req, principal, max_tier=self.s.admission.tier_ceiling(principal))
 
+    async def planned(self, req: GatewayRequest, principal: Principal) -> tuple[RoutePlan, tuple[str, str] | None]:
+        """The plan with session affinity applied: a request of a known session (or tool
+        loop) goes first to the deployment that served the session's first request, while
+        that deployment is usable. Returns the plan and the session to remember, if new."""
+        plan = self.plan(req, principal)
+        aff = self.s.affinity
+        if aff is None or plan.mode != "single" or req.ref.kind == "model":
+            return plan, None
+        sess = session_of(req)
+        if sess is None:
+            return plan, None
+        try:
+            dep = await aff.lookup(principal.tenant, *sess)
+        except Exception as e:  # affinity is an optimization: a store hiccup routes afresh
+            log.warning("session affinity lookup failed: %r", e)
+            return plan, None
+        if dep is None:
+            return plan, sess
+        pinned = next((c for c in plan.candidates if c.deployment_id == dep), None) or self._usable(dep, req, principal)
+        if pinned is None:
+            return dataclasses.replace(plan, reason=f"{plan.reason}; session affinity: {dep} unusable now"), None
+        chain = (pinned, *(c for c in plan.candidates if c.deployment_id != dep))
+        return dataclasses.replace(plan, candidates=chain, tier=pinned.tier,
+                                   reason=f"{plan.reason}; session affinity ({sess[0]}): stays on {dep}",
+                                   extra={**plan.extra, "affinity": {"session": sess[0], "deployment": dep}}), None
+
+    def _usable(self, deployment_id: str, req: GatewayRequest, principal: Principal) -> ModelSpec | None:
+        spec = self.s.catalog.by_id.get(deployment_id)
+        if spec is None or self.s.circuits.is_open(deployment_id):
+            return None
+        ok, _ = self.s.router.tier_candidates(spec.tier, principal, req.needs)
+        return spec if any(c.deployment_id == deployment_id for c in ok) else None
+
+    async def _remember(self, principal: Principal, sess: tuple[str, str] | None, spec: ModelSpec,
+                        response: dict[str, Any] | None = None) -> None:
+        aff = self.s.affinity
+        if aff is None:
+            return
+        try:
+            if sess is not None:
+                await aff.remember(principal.tenant, *sess, spec.deployment_id)
+            call = response_tool_call(response) if response is not None else None
+            if call is not None:  # a tool loop starts here: its continuations come back to this deployment
+                await aff.remember(principal.tenant, "tool", call, spec.deployment_id)
+        except Exception as e:  # the answer stands; the next request of the session routes afresh
+            log.warning("session affinity not stored: %r", e)
+
     @staticmethod
     def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
         needs = plan.needs
@@ -229,9 +281,21 @@ class Gateway:
         return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes,
                          GENAI_OPERATIONS.get(req.door, "chat"))
 
-    async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
-        """Settle once (durable when it returns) and publish the request's telemetry."""
-        await self.s.admission.settle(a.ticket, outcome)
+    async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None) -> None:
+        """Settle once (durable when it returns) and publish the request's telemetry. With
+        labels collected, the request's label record is written alongside (concurrently:
+        one round trip of latency)."""
+        dep = outcome.deployment
+        if self.s.labels is not None and dep is not None and req is not None:
+            settled, labeled = await asyncio.gather(self.s.admission.settle(a.ticket, outcome), self.s.labels.record(
+                a.ctx.request_id, a.ticket.principal, model=dep.name, deployment=dep.deployment_id, tier=dep.tier,
+                messages=req.messages, router=a.plan.extra.get("router")), return_exceptions=True)
+            if isinstance(labeled, Exception):  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", a.ctx.request_id, labeled)
+            if isinstance(settled, BaseException):
+                raise settled
+        else:
+            await self.s.admission.settle(a.ticket, outcome)
         # A failed request is reported under the deployment it was planned for.
         dep = outcome.deployment or a.plan.candidates[0]
         self.s.telemetry.emit({
@@ -275,7 +339,7 @@ class Gateway:
         return done
 
     async def _complete(self, req: GatewayRequest, principal: Principal) -> Completed:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
         look = await self._cache_lookup(req, principal, plan)
         if look.hit:
             return await self._cache_hit(look, plan, principal)
@@ -302,14 +366,15 @@ class Gateway:
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
             outcome="ok", capability=_capability(a.plan),
-            fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id)))
+            fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id), req))
+        await self._remember(principal, sess, r.deployment, r.response)
         return await self._keep(look, Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd),
                                                 dialect=r.dialect))
 
     # --- streaming ----------------------------------------------------------------------
 
     async def stream(self, req: GatewayRequest, principal: Principal) -> Streaming:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
         look = await self._cache_lookup(req, principal, plan)
         if look.hit:
             return _as_stream(await self._cache_hit(look, plan, principal), req.include_usage)
@@ -321,6 +386,7 @@ class Gateway:
         except BaseException as e:
             await self._release(a, e)
             raise
+        await self._remember(principal, sess, h.deployment)
         ttft_ms = (time.perf_counter() - a.started) * 1000  # the handle holds the first chunk
         meta = a.meta(h.deployment, h.attempts)
         meta.cache = look
@@ -348,7 +414,7 @@ class Gateway:
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
                 capability=_capability(a.plan), ttft_ms=ttft_ms,
-                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id)))
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id), req))
 
         settled = False
         try:
@@ -412,7 +478,7 @@ class Gateway:
                 deployment=spec, prompt_tokens=pt, completion_tokens=ct, cost_usd=spec.cost_usd(pt, ct),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
                 capability=_capability(a.plan), ttft_ms=ttft_ms,
-                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id)))
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id), req))
 
         pending = [h.first] if h.first is not None else []
         held: dict[str, Any] | None = None  # message_stop waits for the settlement
@@ -505,6 +571,14 @@ class Gateway:
         r.response.setdefault("id", request_id)
         meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
                             cascade=r.header_value)
+        if self.s.labels is not None:
+            # Every step was settled as it ran; the steps' scores (and judge verdicts) become labels.
+            try:
+                await asyncio.shield(self.s.labels.record(
+                    request_id, principal, model=r.deployment.name, deployment=r.deployment.deployment_id,
+                    tier=r.deployment.tier, messages=req.messages, router=plan.extra.get("router"), steps=r.steps))
+            except Exception as e:  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", request_id, e)
         # Every step was settled as it finished; only the request's telemetry is left.
         dep = r.deployment
         u = r.response.get("usage") or {}  # summed over every step's call

@@ -24,6 +24,9 @@ from tiergate.providers.credentials import KeyResolver, needs_key
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.request import GatewayRequest
 from tiergate.request.needs import RequestNeeds
+from tiergate.routing.affinity import Affinity
+from tiergate.routing.learned.labels import LabelLog
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.routing.plan import RoutePlan
 from tiergate.settings import Settings
 from tiergate.stores.base import RecordStore
@@ -109,6 +112,12 @@ class Services:
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None
+    #: The learned router (``routing.learned.path``), hot-reloaded.
+    learned: LearnedRouting | None = None
+    #: Session affinity (store-backed; in memory without a store).
+    affinity: Affinity | None = None
+    #: Labels from traffic (routing.learned set and a store present): feedback, cascade scores.
+    labels: LabelLog | None = None
     #: Parts that add to ``GET /health`` (the local model, the edge agent).
     health_sources: tuple[HealthSource, ...] = ()
     #: The Prometheus sink among the telemetry sinks (``GET /metrics`` renders it).

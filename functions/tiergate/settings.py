@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     otel_metric_export_interval_s: float = Field(15.0, gt=0)
     #: ``/dashboard`` sessions: how long a sign-in lasts.
     dashboard_session_ttl_s: int = Field(8 * 3600, gt=0)
+    #: A learned-router artifact directory; overrides the catalog's ``routing.learned.path``
+    #: (the cloud: the artifact shipped in the function asset, set by CDK).
+    router_artifact: Path | None = None
 
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)

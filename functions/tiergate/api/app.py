@@ -19,6 +19,7 @@ from tiergate.api.routes import (
     completions,
     dashboard,
     embeddings,
+    feedback,
     health,
     keys,
     messages,
@@ -41,7 +42,7 @@ CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.route
 DOORS = (("/v1/chat/completions", chat.chat_completions), ("/v1/messages", messages.messages),
          ("/v1/messages/count_tokens", messages.count_tokens), ("/v1/responses", responses.create_response),
          ("/v1/completions", completions.create_completion), ("/v1/embeddings", embeddings.create_embeddings))
-STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router)
+STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, feedback.router)
 
 
 def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), on_startup: Iterable[Hook] = (),

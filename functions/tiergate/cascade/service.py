@@ -24,6 +24,18 @@ from tiergate.request.model_ref import parse_tier, resolve_alias
 from tiergate.request.needs import RequestNeeds, needs_of
 
 
+class AnswerScorer(Protocol):
+    """A trained answer scorer (:class:`tiergate.routing.learned.serving.LearnedScorer`)."""
+
+    target: float
+
+    def target_for(self, req: Any, principal: Any = None) -> float: ...
+
+    def score(self, body: Mapping[str, Any], answer: str, model: str | None) -> float | None: ...
+
+    def threshold(self, target: float | None) -> float | None: ...
+
+
 class CandidateSource(Protocol):
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
                         ) -> tuple[list[ModelSpec], list[tuple[str, str]]]: ...
@@ -37,6 +49,8 @@ class CascadeDeps:
     router: CandidateSource
     executor: Executor
     admission: Admission
+    #: The learned answer scorer, when the router artifact has one.
+    scorer: AnswerScorer | None = None
 
 
 @dataclass(slots=True)
@@ -56,6 +70,7 @@ class ServiceSteps:
                  ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None,
                  policy_name: str | None = None) -> None:
         self.d = deps
+        self.scorer = deps.scorer
         self.policy = policy
         self.policy_name = policy_name
         self.principal = principal

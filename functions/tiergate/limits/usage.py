@@ -76,8 +76,9 @@ async def query(store: RecordStore, *, key_id: str | None = None, tenant: str | 
     elif tenant is not None:
         recs = await store.query_tenant(TABLE, tenant, ts_from=lo, ts_to=hi, limit=limit)
     else:
+        # Only usage records have ``ts``: routing labels share the table (routing/learned/labels.py).
         recs = [r for r in await store.scan(TABLE, limit=100_000)
-                if (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
+                if "ts" in r and (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
         recs.sort(key=lambda r: r["ts"])
     if tenant is not None:
         recs = [r for r in recs if r.get("tenant") == tenant]
