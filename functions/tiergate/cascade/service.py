@@ -25,6 +25,18 @@ from tiergate.request.model_ref import parse_tier, resolve_alias
 from tiergate.request.needs import RequestNeeds, needs_of
 
 
+class AnswerScorer(Protocol):
+    """A trained answer scorer (:class:`tiergate.routing.learned.serving.LearnedScorer`)."""
+
+    target: float
+
+    def target_for(self, req: Any, principal: Any = None) -> float: ...
+
+    def score(self, body: Mapping[str, Any], answer: str, model: str | None) -> float | None: ...
+
+    def threshold(self, target: float | None) -> float | None: ...
+
+
 class CandidateSource(Protocol):
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
                         ) -> tuple[list[ModelSpec], list[tuple[str, str]]]: ...
@@ -38,6 +50,8 @@ class CascadeDeps:
     router: CandidateSource
     executor: Executor
     admission: Admission
+    #: The learned answer scorer, when the router artifact has one.
+    scorer: AnswerScorer | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +62,7 @@ class _Lease:
     max_tier: int | None
     #: The step's own call context (parallel steps must not share attempt records).
     ctx: CallContext
+    step: int = 0
 
 
 class ServiceSteps:
@@ -55,9 +70,12 @@ class ServiceSteps:
     settled per step, one Executor call per step."""
 
     def __init__(self, deps: CascadeDeps, policy: CascadePolicy, body: Mapping[str, Any], principal: Principal,
-                 ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None) -> None:
+                 ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None,
+                 policy_name: str | None = None) -> None:
         self.d = deps
+        self.scorer = deps.scorer
         self.policy = policy
+        self.policy_name = policy_name
         self.principal = principal
         self.ctx = ctx
         self.task_type = task_type
@@ -114,7 +132,7 @@ class ServiceSteps:
             prompt_tokens=self.needs.prompt_tokens, max_output_tokens=out,
             estimate_usd=spec.cost_usd(self.needs.prompt_tokens, out), cascade_step=step.index))
         return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None,
-                      CallContext(request_id=ticket.request_id, deadline=self.ctx.deadline))
+                      CallContext(request_id=ticket.request_id, deadline=self.ctx.deadline), step.index)
 
     async def settle(self, lease: _Lease, answer: StepAnswer | None, error: BaseException | None) -> None:
         p = c = 0
@@ -125,7 +143,10 @@ class ServiceSteps:
         if answer is not None:
             await self.d.admission.settle(lease.ticket, Outcome(
                 deployment=answer.deployment, prompt_tokens=p, completion_tokens=c, cost_usd=answer.cost_usd,
-                latency_ms=latency, attempts=answer.attempts, outcome="ok", capability=self.task_type))
+                latency_ms=latency, attempts=answer.attempts, outcome="ok", capability=self.task_type,
+                cascade_policy=self.policy_name, cascade_step=lease.step,
+                fallback=answer.deployment is not None
+                and answer.deployment.deployment_id != lease.candidates[0].deployment_id))
             return
         # Failed: released when no provider was called, charged at the step's reservation
         # when an attempt's outcome is unknown (see tiergate.execution.billing).
@@ -133,7 +154,8 @@ class ServiceSteps:
         await self.d.admission.settle(lease.ticket, Outcome(
             deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=latency,
             attempts=tried(lease.ctx.attempts), outcome=f"{'unknown' if v.unknown else 'error'}:{v.code}",
-            capability=self.task_type, upstream_called=v.upstream_called, charge_reservation=v.unknown))
+            capability=self.task_type, upstream_called=v.upstream_called, charge_reservation=v.unknown,
+            cascade_policy=self.policy_name, cascade_step=lease.step))
 
     # --- answer -------------------------------------------------------------------------
 
@@ -155,4 +177,5 @@ async def port_for_state(deps: CascadeDeps, state: Mapping[str, Any], *, deadlin
 
     principal = await deps.admission.restore(dict(state.get("principal") or {}))
     ctx = CallContext(request_id=str(state.get("request_id") or "cascade"), deadline=time.monotonic() + deadline_s)
-    return ServiceSteps(deps, policy_of(state), state["request"], principal, ctx, state.get("task_type"))
+    return ServiceSteps(deps, policy_of(state), state["request"], principal, ctx, state.get("task_type"),
+                        policy_name=(state.get("policy") or {}).get("name"))

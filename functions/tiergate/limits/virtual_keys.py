@@ -28,6 +28,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tiergate.errors import Conflict, InvalidRequest, NotFound
+from tiergate.limits.admission import Principal
 from tiergate.limits.json_limits import depth_of
 from tiergate.stores.base import Cond, ConditionFailed, RecordStore
 
@@ -35,9 +36,11 @@ log = logging.getLogger(__name__)
 
 TABLE = "keys"
 SECRET_PREFIX = "sk-tg-"
-#: Scopes a key may be given.
-Scope = Literal["usage:ingest"]
-USAGE_INGEST: Scope = "usage:ingest"
+API_SCOPE = "api"
+DASHBOARD_SCOPE = "dashboard"
+#: Post usage records to ``/v1/usage/ingest`` (the edge agent's cloud key).
+USAGE_INGEST = "usage:ingest"
+Scope = Literal["api", "dashboard", "usage:ingest"]
 #: Key ``metadata``: nesting and size caps (it is stored on the key's record and rendered
 #: by every listing; DynamoDB allows 32 levels, a listing must never fail on it).
 METADATA_MAX_DEPTH = 8
@@ -67,9 +70,13 @@ class KeyLimits(BaseModel):
     tpm: int | None = Field(None, gt=0)
     #: Epoch seconds after which the key stops working.
     valid_until: float | None = None
+    #: Response cache for this key: off, exact, semantic (exact and semantic), or unset (the catalog's).
+    cache: Literal["off", "exact", "semantic"] | None = None
+    #: What the key may do: ``api`` (call models, read its own usage and budget) and/or
+    #: ``dashboard`` (sign in to ``/dashboard`` and read its tenant's usage and budgets,
+    #: read-only). A key with only ``dashboard`` cannot call models.
+    scopes: list[Scope] = Field(default_factory=lambda: [API_SCOPE], min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    #: Extra permissions (``usage:ingest``); None: chat only.
-    scopes: list[Scope] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -83,6 +90,11 @@ class KeyLimits(BaseModel):
         if size > METADATA_MAX_BYTES:
             raise ValueError(f"metadata is {size} bytes of JSON, more than {METADATA_MAX_BYTES}")
         return v
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
 
     @field_validator("allowed_tiers")
     @classmethod
@@ -116,6 +128,15 @@ class VirtualKey(KeyCreate):
     @property
     def tiers(self) -> frozenset[int] | None:
         return frozenset(self.allowed_tiers) if self.allowed_tiers is not None else None
+
+
+def has_scope(principal: Principal, scope: str) -> bool:
+    """The master has every scope; a virtual key the ones it lists (records written before
+    scopes existed have ``api`` only)."""
+    if principal.is_master:
+        return True
+    key = principal.metadata.get("key")
+    return isinstance(key, VirtualKey) and scope in key.scopes
 
 
 def _to_record(k: VirtualKey, digest: str) -> dict[str, Any]:

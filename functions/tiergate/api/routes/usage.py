@@ -22,24 +22,12 @@ from pydantic import (
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, StoreDep, int_param
 from tiergate.api.responses import JSONResponse
-from tiergate.errors import InvalidRequest, PermissionDenied
+from tiergate.errors import PermissionDenied
 from tiergate.limits import usage
-from tiergate.limits.admission import Principal
-from tiergate.limits.budgets import period_bounds
-from tiergate.limits.virtual_keys import USAGE_INGEST
+from tiergate.limits.virtual_keys import DASHBOARD_SCOPE, USAGE_INGEST, has_scope
 from tiergate.stores.base import Cond, ConditionFailed
 
 router = APIRouter()
-
-
-def _since(period: str, now: float) -> float | None:
-    if period == "all":
-        return None
-    if period not in ("day", "month"):
-        raise InvalidRequest("period must be day, month or all", param="period")
-    pid, _ = period_bounds(period, now)
-    fmt = "d%Y-%m-%d" if period == "day" else "m%Y-%m"
-    return datetime.strptime(pid + "+0000", fmt + "%z").timestamp()
 
 
 @router.get("/v1/usage")
@@ -47,11 +35,17 @@ async def get_usage(store: StoreDep, principal: PrincipalDep, period: str = "mon
                     model: str | None = None, tenant: str | None = None, key_id: str | None = None,
                     limit: str | None = None) -> JSONResponse:
     if not principal.is_master:
-        if (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
+        if has_scope(principal, DASHBOARD_SCOPE):
+            # A dashboard key reads its own tenant (any of its keys), never another.
+            if tenant and tenant != principal.tenant:
+                raise PermissionDenied("A dashboard key may read only its own tenant's usage")
+            tenant = principal.tenant
+        elif (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
             raise PermissionDenied("Only the master key may read other keys' or tenants' usage")
-        key_id, tenant = principal.key_id, None
+        else:
+            key_id, tenant = principal.key_id, None
     n = int_param(limit, "limit", lo=1, hi=10_000) or 1000
-    since = _since(period, time.time())
+    since = usage.period_start(period, time.time())
     recs = await usage.query(store, key_id=key_id, tenant=tenant, since=since,
                              tier=int_param(tier, "tier", lo=0, hi=4), model=model, limit=n)
     return JSONResponse({"object": "list", "period": period, "summary": usage.summarize(recs), "data": recs})
@@ -118,17 +112,12 @@ class IngestBatch(BaseModel):
     records: list[IngestRecord] = Field(max_length=1000)
 
 
-def _may_ingest(principal: Principal) -> bool:
-    key = principal.metadata.get("key")
-    return principal.is_master or bool(key is not None and key.scopes and USAGE_INGEST in key.scopes)
-
-
 @router.post("/v1/usage/ingest")
 async def ingest_usage(request: Request, store: StoreDep, principal: PrincipalDep) -> JSONResponse:
     """Edge agents sync their local usage here when online. Only keys with the
     ``usage:ingest`` scope (and the master) may. Idempotent per record ``id``: a record
     already ingested is counted as a duplicate, never stored twice."""
-    if not _may_ingest(principal):
+    if not has_scope(principal, USAGE_INGEST):
         raise PermissionDenied("This API key may not ingest usage: it needs the 'usage:ingest' scope")
     batch = validate(IngestBatch, await read_json(request, 4 * 1024 * 1024, max_depth=4))
     accepted = duplicates = 0
