@@ -324,24 +324,49 @@ class Gateway:
             await self._fail(a, e)  # nothing was called yet: the reservation is released
             raise
 
+        async def reserve(spec: ModelSpec) -> Ticket:
+            p2, out2, est2 = self.estimate(spec, a.plan, budgets)
+            return await self.s.admission.admit(principal, AdmissionRequest(
+                request_id=request_id, deployment=spec, prompt_tokens=p2, max_output_tokens=out2, estimate_usd=est2))
+
         async def prepare(spec: ModelSpec, body: dict[str, Any], attempts: list[AttemptRecord]
                           ) -> dict[str, Any] | None:
             # A retry after an unknown outcome reserves its own worst case first (the first
             # reservation stands for the attempt that may have been billed).
             if sum(r.unknown for r in attempts) >= len(a.tickets):
-                p2, out2, est2 = self.estimate(spec, a.plan, budgets)
-                a.extra.append(await self.s.admission.admit(principal, AdmissionRequest(
-                    request_id=request_id, deployment=spec, prompt_tokens=p2, max_output_tokens=out2,
-                    estimate_usd=est2)))
+                a.extra.append(await reserve(spec))
             if req.operation != "chat":
                 return body  # an embeddings body has no answer to cap
             cap = affordable_output(spec, a.tickets[-1].reserved_usd, a.prompt_reserved)
+            if cap is not None and cap < self.estimate(spec, a.plan, budgets)[1]:
+                # A dearer fallback than the reservation was sized for: reserve its worst case
+                # instead (the reservation it replaces covered no call); if the budget cannot,
+                # its answer is capped at what the reservation covers.
+                try:
+                    bigger = await reserve(spec)
+                except GatewayError:
+                    pass
+                else:
+                    await self._swap_last(a, bigger)
+                    cap = affordable_output(spec, bigger.reserved_usd, a.prompt_reserved)
             if cap is not None and cap < min(MIN_ANSWER_TOKENS, a.plan.needs.max_output_tokens or MIN_ANSWER_TOKENS):
                 return None  # on this deployment the reservation would not cover an answer worth having
             return cap_output(body, cap, spec.max_output_tokens)
 
         a.ctx.prepare = prepare
         return a
+
+    async def _swap_last(self, a: _Admitted, new: Ticket) -> None:
+        """``new`` takes the place of the last reservation, which is released (it covered no
+        call whose outcome is unknown)."""
+        old = a.tickets[-1]
+        if a.extra:
+            a.extra[-1] = new
+        else:
+            a.ticket = new
+        await asyncio.shield(self.s.admission.settle(old, Outcome(
+            deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=0.0, attempts=0,
+            outcome="released", upstream_called=False)))
 
     async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None,
                       ticket: Ticket | None = None) -> None:

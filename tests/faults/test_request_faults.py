@@ -251,14 +251,26 @@ async def test_spend_stays_within_the_limit_when_the_provider_counts_more(make_r
     await r.assert_invariants(upstream_calls=calls(sim))
 
 
-async def test_answer_is_capped_at_what_the_reservation_covers(make_rig, sim):
+async def test_a_dearer_fallback_reserves_its_own_worst_case(make_rig, sim):
     """No client max_tokens: the reservation is sized for the first deployment's longest
-    answer; a pricier fallback gets a shorter cap so its worst case fits too."""
+    answer; a dearer fallback first reserves its own worst case (the first reservation,
+    which covered no billable call, is released)."""
     r = await make_rig(up=1)
     sim.set_default("cheap-a", {"status": 500})
     done = await r.gateway.handle(r.request("tell me"), r.principal)
     assert done.deployment.name == "dear"
+    assert "max_tokens" not in sim.requests(model="dear-b")[0]["body"]  # its own limit is covered
+    recs = await r.assert_invariants(upstream_calls=1, records=1)
+    assert recs[0]["reserved_usd"] > 4 * 200 * 1000 / 1e6 * 0.99  # dear's 200 answer tokens at $4000/M
+
+
+async def test_a_dearer_fallback_the_budget_cannot_cover_is_capped(make_rig, sim):
+    """When the budget cannot reserve the dearer fallback's worst case, its answer is capped
+    (max_tokens) at what the first reservation covers."""
+    r = await make_rig(up=1, limit_usd=0.5)  # cheap's worst case ~$0.23 fits, dear's ~$0.9 does not
+    sim.set_default("cheap-a", {"status": 500})
+    done = await r.gateway.handle(r.request("tell me"), r.principal)
+    assert done.deployment.name == "dear"
     sent = sim.requests(model="dear-b")[0]["body"]
-    assert "max_tokens" not in sim.requests(model="cheap-a")[0]["body"]  # its own limit covers it
     assert 0 < sent["max_tokens"] < 200 / 4 + 1
     await r.assert_invariants(upstream_calls=1, records=1)
