@@ -281,7 +281,9 @@ class Router:
                 f"No model available for '{requested}' supports {', '.join(missing)} "
                 f"(asked by the request's {_PARAM_OF.get(missing[0], missing[0])})",
                 param=_PARAM_OF.get(missing[0]), missing=missing, **details)
-        if skipped and all(w.startswith("context") for _, w in skipped):
+        # Deployments of the other kind (embedding vs chat) say nothing about this request.
+        relevant = [w for _, w in skipped if w not in ("an embedding model", "not an embedding model")]
+        if relevant and all(w.startswith("context") for w in relevant):
             return ContextWindowExceeded(
                 f"The prompt (~{needs.prompt_tokens} tokens) plus {needs.output_reserve()} output tokens fits no "
                 f"model available for '{requested}'", param="messages", **details)
