@@ -210,7 +210,11 @@ def test_health_warns_without_a_master_key(gateway_factory):
 def test_max_tokens_beyond_every_context_is_a_400(gateway_factory):
     """Found by the fuzz suite: a request no model's context can hold is the client's to
     fix (OpenAI: 400), not a 503 -- also when the catalog has embedding models."""
-    cat = CAT + """  - {name: e, model: openai/hostile-e, adapter: openai-compatible, tier: 1, api_base: "{sim}",
+    cat = """
+models:
+  - {name: m, model: openai/hostile-m, adapter: openai-compatible, tier: 1, api_base: "{sim}",
+     input_cost_per_mtok: 1, output_cost_per_mtok: 2, context_window: 1000}
+  - {name: e, model: openai/hostile-e, adapter: openai-compatible, tier: 1, api_base: "{sim}",
      input_cost_per_mtok: 1, capabilities: [embeddings]}
 """
     url, _ = gateway_factory(cat, master_key=MASTER)
