@@ -219,8 +219,38 @@ async def test_rate_limit_rpm_and_headers(settings, store):
     with pytest.raises(RateLimited) as e:
         await adm.admit(p, request(dep, 100, 100))
     assert e.value.headers["retry-after"] == "50" and e.value.headers["x-ratelimit-remaining-requests"] == "0"
-    clock.t += 50  # next window
+    clock.t += 50  # next minute: the last minute's three still count in full (a sliding window)
+    with pytest.raises(RateLimited):
+        await adm.admit(p, request(dep, 100, 100))
+    clock.t += 20  # 20 s into it: a third of the last minute has slid out
     await adm.admit(p, request(dep, 100, 100))
+    with pytest.raises(RateLimited):
+        await adm.admit(p, request(dep, 100, 100))
+
+
+async def test_no_double_burst_at_a_minute_boundary(settings, store):
+    """Finding 11: fixed windows let 2x the RPM through around a boundary."""
+    clock = Clock(1_900_000_019.5)  # 0.5 s before a minute ends (1_900_000_020 is a whole minute)
+    adm, cat = admission(settings, store, clock=clock)
+    _, _, p = await new_key(adm, rpm=10)
+    dep = cat.by_id["small"]
+
+    async def burst() -> int:
+        ok = 0
+        for _ in range(15):
+            try:
+                await adm.admit(p, request(dep, 10, 10))
+                ok += 1
+            except RateLimited:
+                pass
+        return ok
+
+    first = await burst()
+    clock.t += 1.0  # 0.5 s into the next minute
+    second = await burst()
+    assert first == 10 and second == 0  # at most 10 in any 60 s
+    clock.t += 59.5  # a whole minute after the first burst
+    assert await burst() == 10
 
 
 async def test_tpm_counts_estimate_then_actual(settings, store):

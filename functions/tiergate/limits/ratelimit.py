@@ -1,11 +1,15 @@
 """Requests- and tokens-per-minute limits per key and per deployment.
 
-Fixed one-minute windows: one counter per (subject, kind, window start) in the
-``ratelimits`` table, with a TTL. A request adds 1 to each RPM counter and its
-worst-case tokens (prompt + max output) to each TPM counter, each guarded by
-``used <= limit - amount``; settlement corrects TPM by the actual tokens. Under any
-concurrency a window admits exactly ``limit`` units: the condition is checked by the
-store atomically per counter.
+A sliding one-minute window, approximated the usual way from two fixed windows: one
+counter per (subject, kind, minute) in the ``ratelimits`` table, with a TTL; a request
+counts against ``used(this minute) + used(last minute) x (the share of last minute still
+inside the sliding window)``. Fixed windows alone let twice the limit through around a
+minute boundary (a full burst at 0:59, another at 1:00); this does not. A request adds 1
+to each RPM counter and its worst-case tokens (prompt + max output) to each TPM counter,
+each guarded by ``used + previous share <= limit - amount`` -- still one store round trip
+(SQLite: the same transaction reads the previous minute; DynamoDB: it is read in
+parallel with the add, and an add that went over is undone). Settlement corrects TPM by
+the actual tokens.
 """
 
 from __future__ import annotations
@@ -37,8 +41,15 @@ class RateCheck:
     def window_end(self) -> int:
         return self.window_start + WINDOW_S
 
-    def bump(self) -> Bump:
-        return Bump(self.key, self.amount, self.limit - self.amount, self.window_end + WINDOW_S)
+    @property
+    def prev_key(self) -> CounterKey:
+        return CounterKey(self.key.table, self.key.pk, str(self.window_start - WINDOW_S))
+
+    def bump(self, now: float) -> Bump:
+        # The share of the previous minute still inside the sliding window ending now.
+        weight = max(0.0, min(1.0, 1.0 - (now - self.window_start) / WINDOW_S))
+        return Bump(self.key, self.amount, self.limit - self.amount, self.window_end + WINDOW_S,
+                    prev_key=self.prev_key, prev_weight=weight)
 
 
 def checks(*, key_id: str, key_rpm: int | None, key_tpm: int | None, deployment_id: str,

@@ -127,7 +127,7 @@ class StoreAdmission:
                 raise budgets.exceeded(s, 0, est)
         hold = uuid.uuid4().hex[:20]
         hold_exp = int(now) + self.cfg.reservation_ttl_s
-        rbumps = [c.bump() for c in rchecks]
+        rbumps = [c.bump(now) for c in rchecks]
         meta = hold_meta(request_id=req.request_id, principal=principal, deployment=dep.deployment_id,
                          model=dep.name, tier=dep.tier, admitted_at=now, prompt_tokens=req.prompt_tokens,
                          max_output_tokens=req.max_output_tokens) if scopes else None

@@ -24,6 +24,7 @@ event loop. ``round_trips`` counts store requests *on the caller's critical path
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,15 @@ class Bump:
     #: The reservation's description (JSON text, see :mod:`tiergate.limits.orphans`), kept
     #: with the hold so an orphaned hold can be charged and recorded.
     hold_meta: str | None = None
+    #: Sliding window: the previous window's counter, counted at this weight (the share of
+    #: it still inside the sliding window). The condition becomes "used + ceil(prev x
+    #: weight) <= max_before", and the bump reports that effective count.
+    prev_key: CounterKey | None = None
+    prev_weight: float = 0.0
+
+    def slid(self, prev_used: int) -> int:
+        """The previous window's share for a counter whose previous window counted ``prev_used``."""
+        return math.ceil(prev_used * self.prev_weight - 1e-9) if self.prev_key is not None else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,8 +156,26 @@ class DynamoStore(RecordStore):
 
     async def bump(self, bumps: Sequence[Bump], *, now: int) -> list[int]:
         self.round_trips += 1  # the updates go out in parallel: one round trip of latency
-        results = await asyncio.gather(*(self._io(self._bump_one, b) for b in bumps), return_exceptions=True)
+        # Sliding windows: the previous windows are read alongside (same round trip). A
+        # condition cannot add the previous window's share, so it is checked after the add
+        # and the batch compensated like any rejection: a concurrent bump sees more used,
+        # never less -- a spurious rejection under contention, never an overshoot.
+        slides = [b for b in bumps if b.prev_key is not None]
+        results, prevs = await asyncio.gather(
+            asyncio.gather(*(self._io(self._bump_one, b) for b in bumps), return_exceptions=True),
+            asyncio.gather(*(self._io(self._read_one, b.prev_key) for b in slides)))
+        prev_used = {id(b): (st.used if st else 0) for b, st in zip(slides, prevs, strict=True)}
+        results = list(results)
+        over: int | None = None
+        for i, (b, r) in enumerate(zip(bumps, results, strict=True)):
+            if b.prev_key is not None and not isinstance(r, BaseException):
+                results[i] = int(r) + b.slid(prev_used[id(b)])
+                if b.max_before is not None and results[i] > b.max_before + b.amount and over is None:
+                    over = i
         failed = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+        if over is not None and not failed:
+            await self.release(bumps)
+            raise Rejected(over, int(results[over]) - bumps[over].amount)
         if not failed:
             return [int(r) for r in results]  # type: ignore[arg-type]
         applied = [b for b, r in zip(bumps, results, strict=True) if not isinstance(r, BaseException)]

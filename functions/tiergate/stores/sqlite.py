@@ -186,8 +186,15 @@ class SqliteStore(RecordStore):
                 row = c.execute("SELECT used FROM counters WHERE tbl=? AND pk=? AND sk=?",
                                 (k.table, k.pk, k.sk)).fetchone()
                 used = row[0] if row else 0
-                if b.max_before is not None and used > b.max_before:
-                    raise Rejected(i, used)  # _txn rolls back the bumps already applied
+                if b.prev_key is not None:  # sliding window: the previous window's share counts too
+                    p = b.prev_key
+                    prev = c.execute("SELECT used FROM counters WHERE tbl=? AND pk=? AND sk=?",
+                                     (p.table, p.pk, p.sk)).fetchone()
+                    slid = b.slid(prev[0] if prev else 0)
+                else:
+                    slid = 0
+                if b.max_before is not None and used + slid > b.max_before:
+                    raise Rejected(i, used + slid)  # _txn rolls back the bumps already applied
                 held = b.amount if b.hold_id else 0
                 c.execute(
                     "INSERT INTO counters (tbl, pk, sk, used, reserved, expires_at) VALUES (?,?,?,?,?,?) "
@@ -198,7 +205,7 @@ class SqliteStore(RecordStore):
                     c.execute("INSERT OR REPLACE INTO holds (tbl, pk, sk, hold_id, amount, expires_at, meta, owner) "
                               "VALUES (?,?,?,?,?,?,?,?)", (k.table, k.pk, k.sk, b.hold_id, b.amount,
                                                            b.hold_expires_at or b.expires_at, b.hold_meta, owner))
-                out.append(used + b.amount)
+                out.append(used + slid + b.amount)
         return out
 
     async def settle(self, settlements: Sequence[Settlement], corrections: Sequence[Correction] = (),
