@@ -139,7 +139,7 @@ async def test_tier_allocation(settings, store):
 async def test_expired_reservation_is_charged_and_recorded_not_refunded(settings, store):
     """Finding 1: a hold whose request died is a call with an unknown outcome: it stays
     spent, and the ledger gets a record saying it was charged at its reservation."""
-    clock = Clock()
+    clock = Clock(1_900_000_000.0006)  # sub-millisecond: the record's key must not depend on rounding
     adm, cat = admission(settings, store, {"reservation_ttl_s": 60}, clock=clock)
     _, _, p = await new_key(adm, daily_budget_usd=0.005)
     dep = cat.by_id["small"]

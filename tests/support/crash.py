@@ -98,6 +98,12 @@ class GatewayProc:
 
     def start(self) -> None:
         log = self.workdir / f"gateway-{int(time.time() * 1000)}.log"
+        try:
+            self._start(log)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; its log ends:\n{log.read_text()[-3000:]}") from None
+
+    def _start(self, log: Path) -> None:
         self.proc = spawn([sys.executable, "-m", "tiergate.cli", "serve", "--config", str(self.workdir / "catalog.yaml"),
                            "--port", str(self.port), "--log-level", "warning"], log=log,
                           env={**self.env, "TIERGATE_MASTER_KEY": MASTER, "TIERGATE_ENVIRONMENT": "test"})

@@ -39,8 +39,10 @@ OUTCOME = "orphaned"
 def hold_meta(*, request_id: str, principal: Principal, deployment: str, model: str, tier: int,
               admitted_at: float, prompt_tokens: int, max_output_tokens: int) -> str:
     """What a hold remembers of its request (compact JSON: it is stored on every counter)."""
+    # ``ts`` exactly as admitted (not rounded): the usage record's key is derived from it,
+    # and must be the one the request's own settlement would write.
     return orjson.dumps({"r": request_id, "k": principal.key_id, "t": principal.tenant, "d": deployment,
-                         "m": model, "tier": tier, "ts": round(admitted_at, 3), "p": prompt_tokens,
+                         "m": model, "tier": tier, "ts": admitted_at, "p": prompt_tokens,
                          "o": max_output_tokens}).decode()
 
 
