@@ -73,10 +73,19 @@ def crash_drills(sim: UpstreamSim, stores: list[str], runs: int, requests: int, 
     rnd = random.Random(13)
     for kind in stores:
         for i in range(runs):
-            env, ttl = store_env(kind, tmp / f"{kind}-{i}", dynalite_url)
-            f = crash_run(sim, tmp / f"{kind}-{i}" / "run", env, store=kind, requests=requests, concurrency=requests,
-                          limit_usd=3.0, kill_after_calls=rnd.randint(20, 120), ttl=ttl,
-                          kill_delay_s=rnd.uniform(0.1, 1.2), seed=rnd.randint(0, 10**6))
+            work = tmp / f"{kind}-{i}"
+            work.mkdir(parents=True, exist_ok=True)
+            dyn = None
+            if kind == "dynamodb":  # a fresh emulator per run (its LevelDB is in memory)
+                dyn, dynalite_url = start_dynalite(work)
+            try:
+                env, ttl = store_env(kind, work, dynalite_url)
+                f = crash_run(sim, work / "run", env, store=kind, requests=requests, concurrency=requests,
+                              limit_usd=3.0, kill_after_calls=rnd.randint(20, 120), ttl=ttl,
+                              kill_delay_s=rnd.uniform(0.1, 1.2), seed=rnd.randint(0, 10**6))
+            finally:
+                if dyn is not None:
+                    stop(dyn)
             good = f.lost == 0 and f.overspend == 0 and f.records == f.calls + f.phantom
             ok &= good
             print(f"run {i + 1}: {f.line()} killed_after_calls={f.killed_after_calls} "
@@ -157,19 +166,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tiergate-crash-") as d:
         tmp = Path(d)
         sim = UpstreamSim.start(log_path=str(tmp / "sim.log"))
-        dyn = None
         try:
-            url = None
-            if "dynamodb" in stores:
-                dyn, url = start_dynalite(tmp)
             if a.runs:
-                ok &= crash_drills(sim, stores, a.runs, a.requests, tmp, url)
+                ok &= crash_drills(sim, stores, a.runs, a.requests, tmp, None)
             if a.soak:
                 ok &= soak(sim, a.soak, a.soak_concurrency, tmp)
         finally:
             sim.stop()
-            if dyn is not None:
-                stop(dyn)
     print("ALL OK" if ok else "SOME RUN FAILED")
     return 0 if ok else 1
 

@@ -281,3 +281,27 @@ async def test_metrics_and_reset(settings, store):
     assert m["most_used_capabilities"] == ["coding", "analysis"]
     assert (await usage.reset(store))["metrics_counters"] == 6
     assert (await usage.metrics(store, adm.cfg, now=Clock().t))["requests_per_tier"] == {}
+
+
+async def test_orphan_whose_record_was_written_is_charged_its_actual_cost(settings_for):
+    """DynamoDB settles in two steps (the record, then the counters; SQLite in one
+    transaction): a settlement that died between them leaves a hold whose record exists.
+    The sweep settles the counters at the record's actual cost and writes no second record."""
+    from tiergate.stores import open_store
+
+    settings = settings_for("dynamodb")
+    store = open_store(settings, create_tables=True)
+    clock = Clock(1_900_000_000.25)
+    adm, cat = admission(settings, store, {"reservation_ttl_s": 60}, clock=clock)
+    _, _, p = await new_key(adm, daily_budget_usd=1.0)
+    t = await adm.admit(p, request(cat.by_id["small"]))
+    from tiergate.limits.usage import usage_record
+    rec = usage_record(t, outcome(t, 1000, 10), now=clock.t, retention_days=1, hold_id=t.handles[0].hold_id)
+    await store.put("usage", rec)  # ... and the process died here
+    clock.t += 61
+    assert await adm.sweep() == 1
+    recs = await usage.query(store, key_id=p.key_id)
+    assert [(r["outcome"], r["cost_usd"]) for r in recs] == [("ok", rec["cost_usd"])]
+    rep = await budgets.report(store, adm.cfg, key=p.metadata["key"], tenant=p.tenant, now=clock.t)
+    assert rep[0]["spent_usd"] == pytest.approx(rec["cost_usd"]) and rep[0]["reserved_usd"] == 0
+    await store.aclose()

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from tiergate.limits.admission import Principal
-from tiergate.limits.budgets import TABLE, period_bounds, to_usd
+from tiergate.limits.budgets import TABLE, period_bounds, to_nano, to_usd
 from tiergate.limits.usage import iso, metric_corrections, record_sk
 from tiergate.stores.base import Correction, CounterKey, HeldReservation, RecordStore, Settlement
 
@@ -120,14 +120,24 @@ async def charge_orphans(store: RecordStore, holds: list[HeldReservation], *, no
     n = 0
     for c in charges(holds, now=now, retention_days=retention_days):
         try:
+            if c.records:
+                # The request's own record may exist: its settlement died between writing the
+                # record and settling the counters (DynamoDB: two steps). Then the record's
+                # actual cost is what the counters get, not the reservation.
+                rec = c.records[0][1]
+                done = await store.get("usage", rec["pk"], rec["sk"])
+                if done is not None and isinstance(done.get("cost_usd"), int | float):
+                    actual = to_nano(float(done["cost_usd"]))
+                    c = OrphanCharge(c.hold_id, [Settlement(s.key, s.hold_id, s.held, actual, only_if_held=True)
+                                                 for s in c.settlements], [], c.records)
             await store.settle(c.settlements, c.corrections, c.records)
         except Exception:
             log.exception("could not charge orphaned reservation %s; the next sweep retries", c.hold_id)
             continue
         n += 1
         rec = c.records[0][1] if c.records else {}
-        log.warning("charged orphaned reservation %s (request %s) at its reservation of $%.6f",
-                    c.hold_id, rec.get("request_id"), rec.get("cost_usd", 0.0))
+        log.warning("charged orphaned reservation %s (request %s): $%.6f", c.hold_id, rec.get("request_id"),
+                    to_usd(c.settlements[0].actual) if c.settlements else 0.0)
     return n
 
 
