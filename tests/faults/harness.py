@@ -92,7 +92,7 @@ class Rig:
     async def budget(self) -> dict[str, Any]:
         rep = await budgets.report(self.store, self.admission.cfg, key=self.principal.metadata["key"],
                                    tenant=self.principal.tenant, now=self.admission._clock())
-        return next(r for r in rep if r["scope"] == "key" and r["period"] == "day")
+        return next(r for r in rep if r["scope"] == "key" and r["period"] == "month")
 
     async def assert_invariants(self, *, upstream_calls: int, records: int | None = None) -> list[dict[str, Any]]:
         """No hold left; the ledger's records match the upstream's calls; spend <= limit."""
@@ -122,6 +122,7 @@ async def rig(sim: Any, settings_kw: dict[str, Any], *, limit_usd: float = 5.0, 
     keys = KeyService(store, cache_ttl_s=0)
     adm = StoreAdmission(settings, cat, store, keys=keys, owns_store=True)
     services = build_services(settings, cat, admission=adm)
-    key, secret = await keys.create(KeyCreate(tenant="faults", daily_budget_usd=limit_usd))
+    # Monthly: a daily limit would roll over at midnight UTC in the middle of a test.
+    key, secret = await keys.create(KeyCreate(tenant="faults", monthly_budget_usd=limit_usd))
     principal = await adm.authenticate(f"Bearer {secret}")
     return Rig(services, store, adm, principal, key.key_id, limit_usd)
