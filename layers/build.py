@@ -7,10 +7,14 @@ Steps (each one is a function below):
 1. ``pip install --platform manylinux..._<arch> --only-binary=:all: --python-version 3.12
    --implementation cp --target <out>/python -r requirements.txt``: wheels for the Lambda
    runtime, never the build machine.
-2. Trim: the LiteLLM proxy server and UI (only the handful of ``litellm.proxy`` modules the
-   library imports at ``import litellm`` time stay), ``tests`` directories, console scripts,
-   every ``__pycache__`` (they hold the *build* interpreter's bytecode), install-only
-   ``*.dist-info`` files, and boto3/botocore (the runtime ships them).
+2. Trim (what the gateway never loads; each cut is measured and explained in
+   ``layers/README.md``): the LiteLLM proxy server and UI (only the handful of
+   ``litellm.proxy`` modules the library imports at ``import litellm`` time stay), LiteLLM's
+   opt-in Rust bridge binary, the Hugging Face tokenizer stack (``tokenizers``,
+   ``huggingface_hub`` and ``fsspec``: LiteLLM falls back to tiktoken without them),
+   ``tests`` directories, console scripts, every ``__pycache__`` (they hold the *build*
+   interpreter's bytecode), install-only ``*.dist-info`` files, and boto3/botocore (the
+   runtime ships them).
 3. Compile bytecode with a Python **3.12** interpreter, ``--invalidation-mode unchecked-hash``:
    the runtime's code directory is read-only, so without pyc every cold start recompiles;
    and CDK zips assets with a fixed 1980 mtime, so timestamp-checked pyc would all look stale.
@@ -49,12 +53,35 @@ PLATFORMS = {
 FORBIDDEN_TOP_LEVEL = (
     "llama_cpp", "torch", "pytest", "_pytest", "pluggy", "moto", "boto3", "botocore", "s3transfer",
 )
-#: Removed after install: runtime-provided (boto3...), console scripts, and hf_xet (11 MB,
-#: huggingface_hub's optional Xet-storage downloader; tokenizers are loaded from strings).
-REMOVE_TOP_LEVEL = ("boto3", "botocore", "s3transfer", "bin", "hf_xet")
+#: Removed after install (with their dist-info), each because nothing the gateway runs loads it:
+#: - boto3, botocore, s3transfer: the Lambda python3.12 runtime ships them (~27 MB of sources);
+#: - bin: console scripts;
+#: - tokenizers (11 MB .so), huggingface_hub (7 MB), fsspec (huggingface_hub's file systems),
+#:   hf_xet (its Xet downloader): LiteLLM needs Hugging Face tokenizers only in
+#:   ``token_counter`` for a few model families (llama, cohere, pre-3 Claude), and falls back to
+#:   tiktoken when ``tokenizers`` is missing; the gateway never calls ``token_counter``, and
+#:   those tokenizers would be downloaded from the Hub at run time anyway.
+REMOVE_TOP_LEVEL = (
+    "boto3", "botocore", "s3transfer", "bin", "tokenizers", "huggingface_hub", "fsspec", "hf_xet",
+)
+#: Files inside litellm that no code path of ours reaches (paths relative to litellm/):
+#: - the Rust bridge extension (32.5 MB): LiteLLM 1.106 uses it only where ``LITELLM_RUST``
+#:   opts in (chat completions default to Python; the routes that *require* it, OCR and
+#:   Bedrock transcription, are not in the catalog); ``rust_bridge.loader`` treats a missing
+#:   extension as "unavailable" and stays on Python;
+#: - Hugging Face model lists used only by the huggingface provider's embedding route.
+LITELLM_DROP = (
+    "rust_bridge/_native.abi3.so",
+    "rust_bridge/_native.pyi",
+    "llms/huggingface/huggingface_llms_metadata/hf_text_generation_models.txt",
+    "llms/huggingface/huggingface_llms_metadata/hf_conversational_models.txt",
+)
 
-#: The only ``litellm.proxy`` modules ``import litellm`` (and completion/streaming) loads in
-#: litellm 1.106.2; everything else under litellm/proxy (the server, UI, DB code) is dropped.
+#: The only ``litellm.proxy`` modules ``import litellm``, completion, streaming and the error
+#: paths (``guardrails/exception_utils``: every upstream 4xx goes through it) load in litellm
+#: 1.106.2; everything else under litellm/proxy (the server, UI, DB code) is dropped.
+#: tests/infra/test_layer_build.py runs the provider conformance suite on a litellm trimmed
+#: by this list, so a module missing here fails a test rather than a request.
 LITELLM_PROXY_KEEP = (
     "__init__.py",
     "_types.py",
@@ -64,6 +91,7 @@ LITELLM_PROXY_KEEP = (
     "common_utils/__init__.py",
     "common_utils/config_sync_pubsub.py",
     "common_utils/encrypt_decrypt_utils.py",
+    "guardrails/exception_utils.py",
     "openai_files_endpoints/__init__.py",
     "openai_files_endpoints/common_utils.py",
     "pass_through_endpoints/__init__.py",
@@ -129,12 +157,20 @@ def trim(site: Path) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         for p in site.glob(f"{name}-*.dist-info"):
             shutil.rmtree(p)
-    _trim_litellm_proxy(site / "litellm" / "proxy")
+    trim_litellm(site / "litellm")
     for p in sorted(site.rglob("*"), reverse=True):
         if p.is_dir() and p.name in ("__pycache__", "tests"):
             shutil.rmtree(p, ignore_errors=True)
         elif p.is_file() and p.parent.name.endswith(".dist-info") and p.name in DIST_INFO_DROP:
             p.unlink()
+
+
+def trim_litellm(litellm_dir: Path) -> None:
+    """Apply the layer's litellm cuts to an installed ``litellm`` package directory (the
+    tests run the provider suite on the host's litellm trimmed by this same function)."""
+    _trim_litellm_proxy(litellm_dir / "proxy")
+    for rel in LITELLM_DROP:
+        (litellm_dir / rel).unlink(missing_ok=True)
 
 
 def _trim_litellm_proxy(proxy: Path) -> None:
@@ -168,6 +204,18 @@ def tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def package_sizes(site: Path) -> dict[str, int]:
+    """Unzipped bytes per top-level entry of ``site`` (a package directory or a module file,
+    its bytecode included), largest first; every ``*.dist-info`` is summed under
+    ``(dist-info)``. This is the ``du`` per package that the size test prints."""
+    sizes: dict[str, int] = {}
+    for entry in site.iterdir():
+        name = "(dist-info)" if entry.name.endswith(".dist-info") else entry.name
+        size = tree_size(entry) if entry.is_dir() else entry.stat().st_size
+        sizes[name] = sizes.get(name, 0) + size
+    return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def build(arch: str = "arm64", *, force: bool = False, require_bytecode: bool = True) -> LayerBuild:
     root = BUILD_ROOT / f"{arch}-{cache_key(arch)}"
     manifest_path = root / "manifest.json"
@@ -194,6 +242,9 @@ def build(arch: str = "arm64", *, force: bool = False, require_bytecode: bool = 
         "bytecode": "cpython-312" if python312 else None,
         "pyc_files": sum(1 for _ in site.rglob("*.cpython-312.pyc")),
         "unzipped_bytes": tree_size(tmp),
+        "source_bytes": sum(p.stat().st_size for p in site.rglob("*.py")),
+        "bytecode_bytes": sum(p.stat().st_size for p in site.rglob("*.pyc")),
+        "packages": package_sizes(site),
         "requirements_sha": hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest(),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
