@@ -19,11 +19,9 @@ BUDGET_BYTES = 150 * 1000 * 1000
 
 
 def _function_asset_bytes() -> int:
-    total = 0
-    for p in (ROOT / "functions").rglob("*"):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-            total += p.stat().st_size
-    return total
+    """The built function asset (sources + cpython-312 bytecode), as CDK stages it."""
+    asset = load_layer_build().function_asset_dir()
+    return sum(p.stat().st_size for p in asset.rglob("*") if p.is_file())
 
 
 def size_report(manifest: dict, function: int, *, top: int = 25) -> str:
@@ -83,6 +81,25 @@ def test_bytecode_is_cpython312_unchecked_hash(built_layer):
     assert any(n.startswith("litellm-1.106.2") for n in wheels)
     so = list((site / "pydantic_core").glob("*.so"))
     assert so and "aarch64" in so[0].name
+
+
+def test_function_asset_ships_cpython312_bytecode():
+    """Every module of the code asset has unchecked-hash cpython-312 bytecode whose file name
+    is the runtime's (/var/task), and nothing of the build machine's own bytecode."""
+    build = load_layer_build()
+    asset = build.function_asset_dir()
+    sources = sorted(p.relative_to(asset) for p in asset.rglob("*.py"))
+    assert sources == sorted(p.relative_to(build.FUNCTIONS) for p in build._function_sources() if p.suffix == ".py")
+    assert (asset / "run.sh").exists() and os.access(asset / "run.sh", os.X_OK)
+    assert (asset / "tiergate" / "config" / "default_catalog.yaml").exists()
+    pycs = list(asset.rglob("*.pyc"))
+    assert pycs and all(p.name.endswith(".cpython-312.pyc") for p in pycs)
+    assert len(pycs) == len(sources)
+    api_pyc = asset / "tiergate" / "handlers" / "__pycache__" / "api.cpython-312.pyc"
+    data = api_pyc.read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0b01  # hash-based, unchecked
+    assert b"/var/task/tiergate/handlers/api.py" in data
+    assert build.function_asset_dir() == asset  # cached by content hash
 
 
 #: Imported first in the subprocess below: the packages the layer build removes become

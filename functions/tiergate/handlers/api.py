@@ -12,8 +12,10 @@ from __future__ import annotations
 from mangum import Mangum
 
 from tiergate.compose import build_cloud_app
+from tiergate.handlers import ready
 
 app = build_cloud_app()
 # lifespan off: Mangum would run startup/shutdown around every invocation and close the
 # pooled provider clients each time; services are built eagerly above instead.
 handler = Mangum(app, lifespan="off", api_gateway_base_path=app.state.services.settings.base_path or "/")
+ready()  # init done: see tiergate.handlers
