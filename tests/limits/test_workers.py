@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -129,6 +130,18 @@ def test_two_workers_rate_limit_admits_exactly_n(workers, sim):
     assert codes.count(200) == 41 and codes.count(429) == CLIENTS - 41
     assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in responses if r.status_code == 429)
     assert len(sim.requests(model="workers-cheap")) == 41
+
+
+def test_a_dead_worker_is_replaced(workers):
+    url, pids = workers
+    os.kill(pids[0], signal.SIGKILL)
+    parent = int(Path(f"/proc/{pids[1]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    wait_for(lambda: len(worker_pids(parent)) == 2 and pids[0] not in worker_pids(parent), timeout=60,
+             what="a replacement worker")
+    wait_for(lambda: httpx.get(f"{url}/health", timeout=5).is_success, timeout=30, what="health")
+    r = httpx.post(f"{url}/v1/chat/completions", headers={"authorization": f"Bearer {MASTER}"}, timeout=30,
+                   json={"model": "cheap", "messages": [{"role": "user", "content": "still there?"}]})
+    assert r.status_code == 200
 
 
 def test_workers_refuse_a_store_they_cannot_share(tmp_path):

@@ -82,8 +82,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 # --- --workers N ----------------------------------------------------------------------
-# uvicorn's supervisor binds the port once and spawns N processes that accept on it. Each
-# worker builds its own app from the environment (worker_app), so it has its own event loop,
+# tiergate.cli.workers starts N processes on the port (SO_REUSEPORT on Linux). Each worker
+# builds its own app from the environment (worker_app), so it has its own event loop,
 # provider pools and store connection. What must agree across workers lives in the store:
 # budgets, rate limits, holds, usage records and idempotency keys are SQLite rows changed in
 # BEGIN IMMEDIATE transactions on one WAL file (or DynamoDB conditional writes), exact across
@@ -94,7 +94,7 @@ def serve(args: argparse.Namespace) -> int:
 def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) -> int:
     """Serve with ``args.workers`` processes. The parent's app (built to validate, prepare
     and print the banner) never serves: its store is closed before the workers start."""
-    import uvicorn
+    from tiergate.cli import workers
 
     asyncio.run(_close(app))
     # The workers read their settings from the environment: pass the command line's choices.
@@ -102,9 +102,8 @@ def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) ->
     if settings.config is not None:
         os.environ["TIERGATE_CONFIG"] = str(Path(settings.config).resolve())
     print(f"  {args.workers} worker processes", flush=True)
-    uvicorn.run("tiergate.cli.serve:worker_app", factory=True, workers=args.workers, host=settings.host,
-                port=settings.port, log_level=args.log_level, access_log=False, loop="auto", http="auto")
-    return 0
+    return workers.run(args.workers, factory="tiergate.cli.serve:worker_app", host=settings.host,
+                       port=settings.port, log_level=args.log_level)
 
 
 def worker_app() -> FastAPI:
