@@ -46,8 +46,14 @@ def built_layer_dir(stage: StageConfig) -> Path:
 
 def built_code_dir() -> Path:
     """The functions' code asset: functions/ with cpython-312 bytecode (layers/build.py),
-    so a cold start does not compile the gateway's own modules."""
-    return _layer_build().function_asset_dir()
+    so a cold start does not compile the gateway's own modules. Without a Python 3.12 the
+    sources alone (a synth still works; a deploy's cold starts then compile them)."""
+    build = _layer_build()
+    code_dir = build.function_asset_dir(require_bytecode=False)
+    if code_dir == build.FUNCTIONS:
+        print("warning: no Python 3.12 found (TIERGATE_PYTHON312): the function asset ships without bytecode",
+              file=sys.stderr)
+    return code_dir
 
 
 def create_app(

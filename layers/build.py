@@ -143,8 +143,11 @@ def find_python312() -> str | None:
     for c in candidates:
         if not c:
             continue
-        probe = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-                               capture_output=True, text=True)
+        try:
+            probe = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                                   capture_output=True, text=True)
+        except OSError:  # a stale TIERGATE_PYTHON312 or shim: try the next one
+            continue
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return c
     return None
