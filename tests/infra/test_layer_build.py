@@ -84,8 +84,9 @@ def test_bytecode_is_cpython312_unchecked_hash(built_layer):
 
 
 def test_function_asset_ships_cpython312_bytecode():
-    """Every module of the code asset has unchecked-hash cpython-312 bytecode whose file name
-    is the runtime's (/var/task), and nothing of the build machine's own bytecode."""
+    """Every module of the code asset has checked-hash cpython-312 bytecode (an edited source
+    is recompiled, never shadowed) whose file name is the runtime's (/var/task), and nothing
+    of the build machine's own bytecode."""
     build = load_layer_build()
     asset = build.function_asset_dir()
     sources = sorted(p.relative_to(asset) for p in asset.rglob("*.py"))
@@ -97,7 +98,7 @@ def test_function_asset_ships_cpython312_bytecode():
     assert len(pycs) == len(sources)
     api_pyc = asset / "tiergate" / "handlers" / "__pycache__" / "api.cpython-312.pyc"
     data = api_pyc.read_bytes()
-    assert int.from_bytes(data[4:8], "little") == 0b01  # hash-based, unchecked
+    assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked against the source
     assert b"/var/task/tiergate/handlers/api.py" in data
     assert build.function_asset_dir() == asset  # cached by content hash
 
