@@ -179,12 +179,12 @@ def trim(site: Path) -> None:
 def trim_litellm(litellm_dir: Path) -> None:
     """Apply the layer's litellm cuts to an installed ``litellm`` package directory (the
     tests run the provider suite on the host's litellm trimmed by this same function)."""
-    _trim_litellm_proxy(litellm_dir / "proxy")
+    trim_litellm_proxy(litellm_dir / "proxy")
     for rel in LITELLM_DROP:
         (litellm_dir / rel).unlink(missing_ok=True)
 
 
-def _trim_litellm_proxy(proxy: Path) -> None:
+def trim_litellm_proxy(proxy: Path) -> None:
     if not proxy.is_dir():
         return
     keep = {proxy / k for k in LITELLM_PROXY_KEEP}

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.support.upstream_fixtures",
     "tests.support.gateway",
     "tests.support.dynalite",
+    "tests.support.stores",
 ]

@@ -28,7 +28,9 @@ from tiergate.cascade.types import StepAnswer  # noqa: E402
 from tiergate.config.cascades import CascadePolicy  # noqa: E402
 
 PRICES = {0: (0.1, 0.4), 1: (1.0, 4.0), 2: (10.0, 40.0)}  # $ per 1M input / output tokens
-GOOD_UPPER = "A correct, complete answer from a stronger model. " * 4
+# Varied prose: the scorer rejects a sentence looped four times as degenerate repetition.
+GOOD_UPPER = ("A correct and complete answer from a stronger model: it names the cause, walks through each step "
+              "of the reasoning, gives a worked example, and ends with the caveats a careful reader should know.")
 
 
 def tokens(text: str) -> int:

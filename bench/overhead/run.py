@@ -6,10 +6,14 @@ model ``sim`` to the shared harness's upstream, then runs the shared anchor harn
 starts the upstream and the LiteLLM proxy itself and prints both side by side, with
 ratios (req/s, added latency p50/p99, CPU per request and per stream, RSS).
 
-    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~5 min)
-    /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~6 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1.5 min)
+    python3 bench/overhead/run.py --doors-only                 # just the doors step (~1 min)
 
-Any extra flag goes to the harness. The interpreter running this needs litellm[proxy]
+First the doors step (:mod:`doors`: each front door -- Anthropic Messages, Responses,
+legacy completions -- beside the chat door on the same gateway and upstream, request by
+request interleaved: added p50/p99 and time to first streamed content), then the harness.
+Any other flag goes to the harness. The interpreter running this needs litellm[proxy]
 (see ../shared/bench/README.md); tiergate runs under the project's own Python
 (``TIERGATE_PYTHON``, default ``python3``).
 """
@@ -27,9 +31,31 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-HARNESS = ROOT.parent / "shared" / "bench" / "anchor_litellm.py"
+# ../shared/bench beside the repository (a git worktree may sit one level deeper).
+HARNESS = next((p / "shared" / "bench" / "anchor_litellm.py" for p in (ROOT.parent, ROOT.parent.parent)
+                if (p / "shared" / "bench" / "anchor_litellm.py").exists()),
+               ROOT.parent / "shared" / "bench" / "anchor_litellm.py")
 PORT = int(os.environ.get("TIERGATE_BENCH_PORT", "18080"))
 KEY = "sk-bench-tiergate"
+
+
+def doors_step(quick: bool) -> int:
+    """Each front door on this gateway against the shared upstream, started here."""
+    up = subprocess.Popen([sys.executable, str(HARNESS.parent / "upstream_sim.py"), "--port", "18001",
+                           "--chunks", "20"], start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:18001/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        n, streams = ("300", "40") if quick else ("1500", "200")
+        return subprocess.call([sys.executable, str(HERE / "doors.py"), "--url", f"http://127.0.0.1:{PORT}",
+                                "--key", KEY, "--n", n, "--streams", streams])
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(timeout=10)
 
 
 def main() -> int:
@@ -53,9 +79,12 @@ def main() -> int:
                     print("tiergate did not start", file=sys.stderr)
                     return 1
                 time.sleep(0.2)
+        flags = [f for f in sys.argv[1:] if f != "--doors-only"]
+        rc = doors_step("--quick" in flags)
+        if rc or "--doors-only" in sys.argv[1:]:
+            return rc
         args = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",
-                "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY,
-                *sys.argv[1:]]
+                "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY, *flags]
         return subprocess.call(args, cwd=str(HARNESS.parent))
     finally:
         os.killpg(gw.pid, signal.SIGTERM)

@@ -48,7 +48,7 @@ def start_gateway(procs: Procs, name: str, workers: int, port: int, run: Path, e
     data = run / f"data-{name}"
     log = run / f"{name}.log"
     argv = [os.environ.get("TIERGATE_PYTHON", sys.executable), "-m", "tiergate.cli", "serve", "--config",
-            str(catalog), "--port", str(port), "--workers", str(workers)]
+            str(catalog), "--port", str(port), "--workers", str(workers), "--no-access-log"]
     p = procs.start(name, argv, log, env={**env, "TIERGATE_DATA_DIR": str(data), "TIERGATE_STORE": "sqlite"})
     wait_http(f"http://{HOST}:{port}/health", p, 120, log)
     deadline = time.monotonic() + 60  # every worker up (each builds its app after the port is bound)

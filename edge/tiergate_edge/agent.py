@@ -8,6 +8,7 @@ routes as the cloud) with the edge's router, deferrer, admission wrapper and the
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 from typing import Any
@@ -16,30 +17,38 @@ import httpx
 from fastapi import FastAPI
 
 from tiergate.compose import build_app
-from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE
+from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE, WORDLLAMA
 from tiergate.config.cascades import CascadePolicy
 from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
+from tiergate.limits.stored_responses import ResponseStore
 from tiergate.providers.credentials import EnvKeyResolver
 from tiergate.providers.registry import default_registry
 from tiergate.request import GatewayRequest
 from tiergate.services import Services
 from tiergate.settings import Settings
+from tiergate.stores.sqlite import SqliteStore
 from tiergate_edge import default_model, jobs_api
 from tiergate_edge.cloud_client import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.drain import Drainer
 from tiergate_edge.jobs import JobQueue, JobStore, lock_queue_file
+from tiergate_edge.local_embedder import BUNDLED as LOCAL_EMBEDDER
+from tiergate_edge.plugin import register_local_embedder
 from tiergate_edge.router import EdgeRouter
 from tiergate_edge.settings import EdgeSettings
 from tiergate_edge.usage_sync import RecordingAdmission, UsageOutbox, UsageSync
 
 LOCAL_NAME = "local"
 CLOUD_NAME = "cloud"
+#: The packaged local embedder (``/v1/embeddings`` answered on the device).
+EMBED_NAME = "local-embed"
 ESCALATE_POLICY = "edge-escalate"
 #: On a device the local model takes general chat too; harder or heavier work goes up.
+#: What the llama-cpp adapter serves (grammar-constrained JSON, tool calls); no images.
+LOCAL_CAPABILITIES = frozenset({"json", "json_schema", "tools"})
 EDGE_TASK_TIERS = {"coding": 0, "general": 0, "analysis": 2, "premium": 3, "realtime": 4}
 
 
@@ -47,13 +56,19 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     """Two deployments: the local model (tier ``local_tier``) and, if configured, the cloud."""
     local = ModelSpec(name=LOCAL_NAME, model=edge.model, adapter=LLAMA_CPP, tier=edge.local_tier,
                       chat_format=edge.chat_format or default_model.default_chat_format(edge.model),
-                      capabilities=frozenset({"json"}), input_cost_per_mtok=0, output_cost_per_mtok=0)
+                      capabilities=LOCAL_CAPABILITIES, input_cost_per_mtok=0, output_cost_per_mtok=0)
     models = [local]
+    if importlib.util.find_spec("wordllama") is not None:
+        models.append(ModelSpec(name=EMBED_NAME, model=LOCAL_EMBEDDER, adapter=WORDLLAMA, tier=edge.local_tier,
+                                capabilities=frozenset({"embeddings"}), input_cost_per_mtok=0,
+                                output_cost_per_mtok=0))
     if edge.cloud_api_base:
-        # The cloud bills itself; zero prices here keep local budgets to local spend.
+        # The cloud bills itself; zero prices here keep local budgets to local spend. It is
+        # another tiergate: it embeds, and speaks Anthropic Messages natively (an offloaded
+        # /v1/messages request goes up unchanged, thinking blocks and all).
         models.append(ModelSpec(name=CLOUD_NAME, model="tiergate-cloud", adapter=OPENAI_COMPATIBLE, tier=4,
                                 api_base=edge.cloud_api_base, upstream_model="auto",
-                                capabilities=frozenset({"tools", "vision", "json", "json_schema"}),
+                                capabilities=frozenset({"tools", "vision", "json", "json_schema", "messages_api"}),
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
     routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
                                                                    context_headroom=edge.context_headroom)
@@ -86,15 +101,14 @@ class _EdgeKeys:
 class EdgeAgent:
     def __init__(self, settings: Settings, edge: EdgeSettings, *, catalog: Catalog | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+        from tiergate_edge.llama_runtime import provider_from, runtime_from
 
         self.settings, self.edge = settings, edge
         self.catalog = catalog or edge_catalog(edge)
         self.local = self.catalog.groups[LOCAL_NAME][0]
         self.cloud = self.catalog.groups[CLOUD_NAME][0] if CLOUD_NAME in self.catalog.groups else None
         self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(edge.offload_timeout_s, connect=5.0))
-        self.runtime = LlamaRuntime(models_dir=edge.models_dir, n_ctx_cap=edge.n_ctx_cap, n_threads=edge.n_threads,
-                                    n_batch=edge.n_batch, seed=edge.seed)
+        self.runtime = runtime_from(edge)
         self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
                                   timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
                                   backoff_max_s=edge.probe_backoff_max_s)
@@ -120,8 +134,11 @@ class EdgeAgent:
         native = self.registry.get(OPENAI_COMPATIBLE)
         self.registry.register(OPENAI_COMPATIBLE,
                                lambda: WatchedCloudProvider(native, self.health, edge.cloud_api_base))
-        self.registry.register(LLAMA_CPP, lambda: LlamaCppProvider(self.runtime,
-                                                                      default_max_tokens=edge.default_max_tokens))
+        self.registry.register(LLAMA_CPP, lambda: provider_from(self.runtime, edge))
+        register_local_embedder(self.registry)
+        # Responses API state on the device (the edge has no record store of its own).
+        self.responses_db = SqliteStore(edge.data_dir / "responses.sqlite3")
+        self.responses = ResponseStore(self.responses_db, ttl_s=settings.responses_ttl_s)
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------
@@ -153,6 +170,7 @@ class EdgeAgent:
         await self.http.aclose()
         self.store.close()
         self.outbox.close()
+        await self.responses_db.aclose()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -183,5 +201,6 @@ def build_edge_app(agent: EdgeAgent) -> FastAPI:
     # The cascade runner gives local-then-cloud escalation of weak local answers.
     return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                      router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
+                     responses=agent.responses,
                      health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
                      on_shutdown=[agent.stop])

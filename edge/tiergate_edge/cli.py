@@ -38,7 +38,7 @@ def run_edge(args: argparse.Namespace) -> int:
         print(f"tiergate edge: refusing to bind {settings.host} without TIERGATE_MASTER_KEY", file=sys.stderr)
         return 2
     try:
-        # First run: assemble the bundled model here, with a progress bar, before serving.
+        # Resolve (and, first run, verify) the model before serving.
         path = default_model.resolve_model_path(edge.model, edge.models_dir, progress=True)
         info = read_info(path)
     except (NotGGUF, ValueError, OSError) as e:
@@ -60,7 +60,7 @@ def run_edge(args: argparse.Namespace) -> int:
 
 def add_edge_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("edge", help="run the device agent: local model first, offload to a cloud gateway")
-    p.add_argument("--model", help="GGUF path, or bundled:gemma3-270m (default)")
+    p.add_argument("--model", help="a GGUF path, a name from `tiergate models list`, or bundled:smollm2-135m (default)")
     p.add_argument("--cloud", help="cloud gateway base URL (key from TIERGATE_CLOUD_KEY)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)

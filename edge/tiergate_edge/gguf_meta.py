@@ -14,6 +14,9 @@ from typing import IO, Any
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+#: ``<arch>.<key>`` values kept: the trained context, and what sizes the KV cache.
+_ARCH_KEYS = ("context_length", "block_count", "embedding_length", "attention.head_count",
+              "attention.head_count_kv")
 
 
 class NotGGUF(ValueError):
@@ -27,6 +30,10 @@ class GGUFInfo:
     context_length: int | None
     name: str | None
     has_chat_template: bool
+    block_count: int | None = None
+    embedding_length: int | None = None
+    head_count: int | None = None
+    head_count_kv: int | None = None
 
 
 def _read(f: IO[bytes], fmt: str) -> Any:
@@ -65,7 +72,8 @@ def _value(f: IO[bytes], vtype: int, *, keep: bool) -> Any:
 
 
 def read_info(path: str | Path) -> GGUFInfo:
-    """Architecture, trained context length, name and whether a chat template is present."""
+    """Architecture, trained context length, name, whether a chat template is present, and
+    the sizes that estimate the KV cache (layers, embedding width, attention heads)."""
     path = Path(path)
     try:
         f = path.open("rb")
@@ -82,13 +90,19 @@ def read_info(path: str | Path) -> GGUFInfo:
             vtype = _read(f, "<I")
             arch = found.get("general.architecture")
             wanted = key in ("general.architecture", "general.name") or (
-                arch is not None and key == f"{arch}.context_length")
+                arch is not None and key.startswith(arch + ".") and key[len(arch) + 1:] in _ARCH_KEYS)
             val = _value(f, vtype, keep=wanted)
             if wanted:
                 found[key] = val
             if key == "tokenizer.chat_template":
                 found[key] = True
     arch = found.get("general.architecture")
-    ctx = found.get(f"{arch}.context_length") if arch else None
-    return GGUFInfo(path=path, architecture=arch, context_length=int(ctx) if ctx else None,
-                    name=found.get("general.name"), has_chat_template=bool(found.get("tokenizer.chat_template")))
+
+    def num(key: str) -> int | None:
+        v = found.get(f"{arch}.{key}") if arch else None
+        return int(v) if isinstance(v, int | float) and v else None
+
+    return GGUFInfo(path=path, architecture=arch, context_length=num("context_length"),
+                    name=found.get("general.name"), has_chat_template=bool(found.get("tokenizer.chat_template")),
+                    block_count=num("block_count"), embedding_length=num("embedding_length"),
+                    head_count=num("attention.head_count"), head_count_kv=num("attention.head_count_kv"))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from tiergate.compose import Plugin
-from tiergate.config.adapters import ADAPTERS, LLAMA_CPP
+from tiergate.config.adapters import ADAPTERS, LLAMA_CPP, WORDLLAMA
 from tiergate.config.catalog import Catalog, ModelSpec
+from tiergate.providers.embedder import EmbedderProvider
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.settings import Settings
 from tiergate_edge.settings import EdgeSettings
@@ -32,40 +32,58 @@ class LocalModelPlugin(Plugin):
     @property
     def runtime(self) -> Any:
         if self._runtime is None:
-            from tiergate_edge.llama_runtime import LlamaRuntime
+            from tiergate_edge.llama_runtime import runtime_from
 
-            e = self.edge
-            self._runtime = LlamaRuntime(models_dir=self.settings.data_dir / "models", n_ctx_cap=e.n_ctx_cap,
-                                         n_threads=e.n_threads, n_batch=e.n_batch, seed=e.seed)
+            self._runtime = runtime_from(self.edge)
         return self._runtime
 
     def _provider(self) -> Any:
-        from tiergate_edge.llama_runtime import LlamaCppProvider
+        from tiergate_edge.llama_runtime import provider_from
 
-        return LlamaCppProvider(self.runtime, default_max_tokens=self.edge.default_max_tokens)
+        return provider_from(self.runtime, self.edge)
 
     def register_adapters(self, registry: ProviderRegistry) -> None:
         registry.register(LLAMA_CPP, self._provider, check=self.unavailable)
+        register_local_embedder(registry)
 
-    @staticmethod
-    def unavailable(spec: ModelSpec) -> str | None:
+    def unavailable(self, spec: ModelSpec) -> str | None:
         """Why the local runtime cannot serve ``spec`` here (package or model file missing)."""
         if importlib.util.find_spec("llama_cpp") is None:
             return f"llama-cpp-python is not installed ({ADAPTERS[LLAMA_CPP].install_hint})"
-        from tiergate_edge.default_model import is_bundled
+        from tiergate_edge.default_model import model_missing
 
-        if not is_bundled(spec.model) and not Path(spec.model).expanduser().is_file():
-            return f"model file {spec.model} does not exist"
-        return None
+        return model_missing(spec.model, self.edge.models_dir)
 
     def prepare(self, catalog: Catalog) -> None:
-        """Assemble the bundled GGUF before serving (progress bar on first run), so the
+        """Verify the bundled GGUFs before serving (a sha256 on first run only), so the
         first local request does not pay for it. Loading into memory stays lazy."""
-        from tiergate_edge.default_model import ensure_bundled, is_bundled
+        from tiergate_edge.default_model import is_bundled, resolve_model_path
 
-        if any(m.adapter == LLAMA_CPP and is_bundled(m.model) for m in catalog.models):
-            ensure_bundled(self.settings.data_dir / "models", progress=True)
+        for m in catalog.models:
+            if m.adapter == LLAMA_CPP and is_bundled(m.model) and self.unavailable(m) is None:
+                resolve_model_path(m.model, self.edge.models_dir)
 
     def health_info(self) -> Mapping[str, Any]:
         info = self._runtime.info() if self._runtime is not None else {"loaded": False}
         return {"local_model": info}
+
+
+def register_local_embedder(registry: ProviderRegistry) -> None:
+    """The ``wordllama`` adapter: the packaged local embedder (loaded on first use)."""
+
+    def provider() -> EmbedderProvider:
+        from tiergate_edge.local_embedder import WordLlamaEmbedder
+
+        return EmbedderProvider(WordLlamaEmbedder)
+
+    registry.register(WORDLLAMA, provider, check=local_embedder_unavailable)
+
+
+def local_embedder_unavailable(spec: ModelSpec) -> str | None:
+    from tiergate_edge.local_embedder import BUNDLED
+
+    if importlib.util.find_spec("wordllama") is None:
+        return f"wordllama is not installed ({ADAPTERS[WORDLLAMA].install_hint})"
+    if spec.model != BUNDLED:
+        return f"unknown local embedding model {spec.model!r} (the packaged one is {BUNDLED})"
+    return None

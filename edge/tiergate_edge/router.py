@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiergate.config.catalog import Catalog, ModelSpec
-from tiergate.errors import ContextWindowExceeded, InvalidRequest, NoRouteAvailable, OffloadUnavailable
+from tiergate.errors import (
+    CapabilityUnsupported,
+    ContextWindowExceeded,
+    InvalidRequest,
+    NoRouteAvailable,
+    OffloadUnavailable,
+)
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest, ModelRef
 from tiergate.request.classify import TaskProfile
@@ -92,11 +98,18 @@ class EdgeRouter:
         return self.cloud.model_copy(update={"upstream_model": target.upstream_model, "tier": tier})
 
     def plan(self, req: GatewayRequest, principal: Principal, *, max_tier: int | None = None) -> RoutePlan:
+        if req.operation == "embeddings":
+            return self._embeddings_plan(req, principal)
         d, target = self.decide(req)
         task = req.task if req.ref.kind in ("auto", "cascade") else None
         needs = req.needs
         reason = f"{target.why}; {d.reason}"
         if not d.targets:
+            missing = sorted(needs.capabilities - frozenset(self.local.capabilities or ()))
+            if missing and self.cloud is None:
+                # Nothing here can do it, and no cloud is configured: the request's fault, not ours.
+                raise CapabilityUnsupported(f"The local model does not support {', '.join(missing)} and no cloud "
+                                            f"gateway is configured ({reason})", missing=missing)
             if d.needs_cloud and self.cloud is None:
                 raise NoRouteAvailable(f"No cloud gateway is configured and the local model cannot serve this "
                                        f"request ({reason})")
@@ -121,6 +134,30 @@ class EdgeRouter:
                          reason=reason, candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs,
                          extra={"offload": {"policy": self.policy, "targets": list(d.targets),
                                             "cloud_up": self.state().cloud_up, "upstream_model": target.upstream_model}})
+
+    def _embeddings_plan(self, req: GatewayRequest, principal: Principal) -> RoutePlan:
+        """Embeddings: the local embedder (``auto`` or its own name), the cloud for any other
+        model or when asked (``x-tiergate-offload: cloud``); each falls back to the other."""
+        override = req.hint(OFFLOAD_HEADER, "auto").strip().lower()
+        if override not in OVERRIDES:
+            raise InvalidRequest(f"{OFFLOAD_HEADER} must be one of {', '.join(OVERRIDES)}", param=OFFLOAD_HEADER)
+        local = [s for s in self.catalog.models if s.has("embeddings") and principal.may_use(s)]
+        ref = req.ref
+        named_local = ref.kind == "auto" or (ref.kind == "model" and any(s.name == ref.target for s in local))
+        cloud_up = self.cloud is not None and self._cloud_up()
+        cloud = [self.cloud_spec(Target(4, "auto" if ref.kind == "auto" else ref.requested, ""))] if cloud_up else []
+        cloud = [s for s in cloud if principal.may_use(s)]
+        if override == "cloud" or not named_local:
+            chain, why = cloud + ([] if not named_local else local), "embeddings offloaded to the cloud"
+        else:
+            chain, why = local + ([] if override == "local" else cloud), "embeddings answered locally"
+        if not chain:
+            if self.cloud is not None and not cloud_up:
+                raise OffloadUnavailable(f"The cloud is needed to embed with '{ref.requested}' but unreachable",
+                                         route_reason="embeddings need the cloud")
+            raise NoRouteAvailable(f"No embedding model can serve '{ref.requested}' on this device")
+        return RoutePlan(mode="single", requested=ref.requested, reason=why, candidates=tuple(chain),
+                         tier=chain[0].tier, needs=req.needs)
 
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
                         ) -> tuple[list[ModelSpec], list[tuple[str, str]]]:

@@ -22,9 +22,9 @@ def _default_threads() -> int:
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True)
 
-    #: A GGUF path, or ``bundled:gemma3-270m`` for the packaged default model.
-    model: str = "bundled:gemma3-270m"
-    #: llama.cpp chat format; None uses the GGUF's own template (the bundled model sets "gemma").
+    #: A GGUF path, a name from ``tiergate models list``, or ``bundled:smollm2-135m`` (the default).
+    model: str = "bundled:smollm2-135m"
+    #: llama.cpp chat format; None uses the GGUF's own chat template.
     chat_format: str | None = None
     #: Cap on the local context window (the model's trained context is used up to this).
     n_ctx_cap: int = Field(4096, ge=64)
@@ -35,8 +35,15 @@ class EdgeSettings(BaseSettings):
     local_tier: int = Field(0, ge=0, le=4)
     #: Fraction of the local context window kept free beyond prompt + max output.
     context_headroom: float = Field(0.05, ge=0, lt=1)
-    #: Default max output tokens assumed when a request does not say.
-    default_max_tokens: int = Field(512, ge=1)
+    #: Max output tokens of a local answer when the request does not say: short, so a
+    #: small model's runaway loop ends in a few seconds (the catalog's max_output_tokens caps it).
+    default_max_tokens: int = Field(256, ge=1)
+    #: System prompt of a local answer when the client sends none ("" for none).
+    system_prompt: str = "You are a helpful assistant. Answer directly and concisely."
+    #: Resident local models share this budget (weights + KV cache); the least recently used idle one goes.
+    memory_budget_mb: int = Field(2048, ge=64)
+    #: RAM for saved prompt states of interleaved conversations (0: only the resident context's prefix reuse).
+    prompt_cache_mb: int = Field(0, ge=0)
 
     #: The cloud gateway's base URL (without /v1); None means offline-only.
     cloud_url: str | None = None

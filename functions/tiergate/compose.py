@@ -31,6 +31,7 @@ from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.store_admission import StoreAdmission
+from tiergate.limits.stored_responses import ResponseStore
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
@@ -77,6 +78,7 @@ def build_services(
     plugins: Sequence[Plugin] = (),
     health_sources: Sequence[HealthSource] = (),
     remote_cascade: RemoteCascade | None = None,
+    responses: ResponseStore | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -101,6 +103,7 @@ def build_services(
         admission = StoreAdmission(settings, catalog, store, keys=virtual_keys, owns_store=True)
         cfg = catalog.budgets
         idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
+        responses = responses or ResponseStore(store, ttl_s=settings.responses_ttl_s)
     if remote_cascade is None and settings.cascade_state_machine_arn:
         from tiergate.aws.step_functions import StepFunctionsCascade
 
@@ -110,7 +113,7 @@ def build_services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
         telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, deferrer=deferrer, jobs=jobs,
+        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs,
         health_sources=(*plugins, *health_sources),
     )
 

@@ -106,6 +106,13 @@ class ContextWindowExceeded(GatewayError):
     code = "context_length_exceeded"
 
 
+class CapabilityUnsupported(InvalidRequest):
+    """No deployment the request may use can do what it asks (tools, vision, JSON schema):
+    a mismatch between the request and the catalog, not a server failure (retrying cannot help)."""
+
+    code = "capability_not_supported"
+
+
 class RateLimited(GatewayError):
     """Our own limit (per key or per deployment), not the provider's."""
 

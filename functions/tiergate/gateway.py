@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from tiergate.config.catalog import ModelSpec
+from tiergate.dialects import native as native_dialects
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
 from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
@@ -79,15 +80,27 @@ class ResponseMeta:
         return h
 
 
+def dialect_of(response: dict[str, Any]) -> str:
+    """The shape of an answer (a replayed one carries no tag): "anthropic" for an Anthropic
+    ``message`` and "responses" for an OpenAI ``response`` (a native deployment answered),
+    "embeddings", else "chat"."""
+    if response.get("type") == "message":
+        return "anthropic"
+    return {"response": "responses", "list": "embeddings"}.get(response.get("object"), "chat")
+
+
 @dataclass(slots=True)
 class Completed:
-    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage``."""
+    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage`` --
+    or, per ``dialect``, an embeddings list or a native deployment's own answer (an
+    Anthropic ``message``), which the door renders as is."""
 
     response: dict[str, Any]
     meta: ResponseMeta
     status: int = 200
     #: A replayed idempotent response keeps the headers it was first sent with.
     stored_headers: dict[str, str] | None = None
+    dialect: str = "chat"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -106,12 +119,14 @@ class Completed:
 
 @dataclass(slots=True)
 class Streaming:
-    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts and settles
-    the request itself before it ends (or when closed early)."""
+    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts (or, when
+    ``dialect`` is native, that dialect's event dicts) and settles the request itself
+    before it ends (or when closed early)."""
 
     meta: ResponseMeta
     chunks: AsyncIterator[dict[str, Any]]
     include_usage: bool
+    dialect: str = "chat"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -159,6 +174,14 @@ class Gateway:
                 return Deferred(await self.s.deferrer.defer(req, principal))
             raise
 
+    async def count_tokens(self, req: GatewayRequest, principal: Principal) -> dict[str, Any] | None:
+        """A native deployment's own token count of ``req.native`` (free: not admitted, not
+        billed) when the plan's first deployment speaks that dialect; else None."""
+        plan = self.plan(req, principal)
+        if req.native is None or not plan.candidates:
+            return None
+        return await self.s.executor.count_tokens(plan.candidates[0], req.native)
+
     # --- planning and admission -------------------------------------------------------
 
     def plan(self, req: GatewayRequest, principal: Principal) -> RoutePlan:
@@ -169,7 +192,9 @@ class Gateway:
     def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
         needs = plan.needs
         assert needs is not None
-        max_out = needs.max_output_tokens or spec.max_output_tokens or FALLBACK_MAX_OUTPUT
+        max_out = needs.max_output_tokens
+        if max_out is None:  # 0 is a bound too (embeddings)
+            max_out = spec.max_output_tokens or FALLBACK_MAX_OUTPUT
         return needs.prompt_tokens, max_out, spec.cost_usd(needs.prompt_tokens, max_out)
 
     async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> _Admitted:
@@ -223,7 +248,8 @@ class Gateway:
         assert req.idempotency_key is not None
         got = await idem.begin(principal.key_id, req.idempotency_key, request_hash(req.body))
         if isinstance(got, Hit):
-            return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers))
+            return Completed(got.body, _replay_meta(got), got.status, stored_headers=dict(got.headers),
+                             dialect=dialect_of(got.body))
         try:
             done = await self._complete(req, principal)
         except BaseException:
@@ -239,20 +265,25 @@ class Gateway:
         a = await self._admit(req, principal, plan)
         try:
             r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
-                                              prompt_estimate=req.needs.prompt_tokens)
+                                              prompt_estimate=req.needs.prompt_tokens, operation=req.operation,
+                                              native=req.native)
         except BaseException as e:
             await self._release(a, e)
             raise
         usage = r.response.setdefault("usage", {})
-        usage.setdefault("prompt_tokens", r.prompt_tokens)
-        usage.setdefault("completion_tokens", r.completion_tokens)
-        usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
+        if r.dialect == "chat":
+            usage.setdefault("prompt_tokens", r.prompt_tokens)
+            usage.setdefault("completion_tokens", r.completion_tokens)
+            usage.setdefault("total_tokens", r.prompt_tokens + r.completion_tokens)
+        elif r.dialect == "embeddings":
+            usage.setdefault("prompt_tokens", r.prompt_tokens)
+            usage.setdefault("total_tokens", r.prompt_tokens)
         usage["cost_usd"] = round(r.cost_usd, 10)
         await asyncio.shield(self._settle(a, Outcome(
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
             outcome="ok", capability=_capability(a.plan))))
-        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd))
+        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd), dialect=r.dialect)
 
     # --- streaming ----------------------------------------------------------------------
 
@@ -262,10 +293,12 @@ class Gateway:
             return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
         a = await self._admit(req, principal, plan)
         try:
-            h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx)
+            h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx, native=req.native)
         except BaseException as e:
             await self._release(a, e)
             raise
+        if h.dialect != "chat":
+            return Streaming(a.meta(h.deployment, h.attempts), self._native_events(a, h, req), True, h.dialect)
         return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
 
     async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
@@ -328,6 +361,53 @@ class Gateway:
         # Settle before the end: the client's last event means the record is durable.
         settled = True
         await settle("ok")
+
+    async def _native_events(self, a: _Admitted, h: StreamHandle, req: GatewayRequest
+                             ) -> AsyncIterator[dict[str, Any]]:
+        """Forward a native deployment's events unchanged; usage comes from the events that
+        report it (:mod:`tiergate.dialects.native`); settle before the last event goes out."""
+        spec, prompt_est, dialect = h.deployment, req.needs.prompt_tokens, h.dialect
+        final = native_dialects.FINAL_EVENTS[dialect]
+        p: int | None = None
+        c: int | None = None
+        text: list[str] = []  # only to estimate usage when the upstream reports none
+
+        async def settle(outcome: str) -> None:
+            pt = prompt_est if p is None else p
+            ct = content_tokens("".join(text)) if c is None else c
+            await asyncio.shield(self._settle(a, Outcome(
+                deployment=spec, prompt_tokens=pt, completion_tokens=ct, cost_usd=spec.cost_usd(pt, ct),
+                latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
+                capability=_capability(a.plan))))
+
+        pending = [h.first] if h.first is not None else []
+        held: dict[str, Any] | None = None  # message_stop waits for the settlement
+        try:
+            while True:
+                if pending:
+                    event = pending.pop()
+                else:
+                    try:
+                        event = await h.rest.__anext__()
+                    except StopAsyncIteration:
+                        break
+                up, uc = native_dialects.event_usage(dialect, event)
+                p, c = up or p, uc if uc is not None else c
+                if c is None:
+                    text.append(native_dialects.event_text(dialect, event))
+                if event.get("type") in final:
+                    held = event
+                    continue
+                yield event
+        except GatewayError as e:
+            await settle(f"error:{e.code}")
+            raise
+        except BaseException:
+            await settle("client_disconnected")
+            raise
+        await settle("ok")
+        if held is not None:
+            yield held
 
     # --- cascades -----------------------------------------------------------------------
 

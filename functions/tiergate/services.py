@@ -15,6 +15,7 @@ from tiergate.execution.circuit import CircuitBoard
 from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission, Principal
 from tiergate.limits.idempotency import Idempotency
+from tiergate.limits.stored_responses import ResponseStore
 from tiergate.limits.virtual_keys import KeyService
 from tiergate.providers.credentials import KeyResolver, needs_key
 from tiergate.providers.registry import ProviderRegistry
@@ -84,6 +85,9 @@ class Services:
     store: RecordStore | None = None
     virtual_keys: KeyService | None = None
     idempotency: Idempotency | None = None
+    #: Responses API state (``store: true``, ``previous_response_id``); on the store, or the
+    #: edge's own SQLite file.
+    responses: ResponseStore | None = None
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     table_ratelimits: str = "tiergate-ratelimits"
     table_usage: str = "tiergate-usage"
     table_idempotency: str = "tiergate-idempotency"
+    table_responses: str = "tiergate-responses"
+    #: How long a stored Responses API response (``store: true``) can be continued or read.
+    responses_ttl_s: int = Field(30 * 86400, gt=0)
 
     # Cloud: provider keys in Secrets Manager, cascades on Step Functions.
     provider_keys_secret: str | None = None

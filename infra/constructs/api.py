@@ -1,14 +1,14 @@
 """The public REST API in front of the gateway functions.
 
 Routes: everything (``/`` and ``/{proxy+}``, plus ``/v1/{proxy+}``) goes to the buffered
-function (FastAPI through Mangum). When a streaming handler is given, ``POST
-/v1/chat/completions`` and ``POST /v1/completions`` go to it instead with
-``responseTransferMode: STREAM`` (API Gateway calls ``InvokeWithResponseStream``; the
+function (FastAPI through Mangum). When a streaming handler is given, the doors that can
+stream -- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/messages`` (Anthropic) and
+``/v1/responses`` -- go to it instead with ``responseTransferMode: STREAM`` (API Gateway calls ``InvokeWithResponseStream``; the
 function runs the same app under uvicorn behind the Lambda Web Adapter). A non-streaming
 request on those routes is simply a response that arrives in one piece.
 
-Auth is the gateway's own bearer keys (OpenAI clients send ``Authorization: Bearer``), so
-methods use no API Gateway authorizer.
+Auth is the gateway's own keys (OpenAI clients send ``Authorization: Bearer``, Anthropic
+clients ``x-api-key``), so methods use no API Gateway authorizer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra.constructs.functions import log_group
 
-STREAMING_ROUTES = (("v1", "chat", "completions"), ("v1", "completions"))
+STREAMING_ROUTES = (("v1", "chat", "completions"), ("v1", "completions"), ("v1", "messages"), ("v1", "responses"))
 
 
 class GatewayApi(Construct):
@@ -88,6 +88,10 @@ class GatewayApi(Construct):
                 for part in route:
                     resource = resource.get_resource(part) or resource.add_resource(part)
                 resource.add_method("POST", streaming)
+                # Paths below a streaming door (/v1/messages/count_tokens, GET|DELETE
+                # /v1/responses/{id}) stay buffered: a static resource shadows /v1/{proxy+}.
+                if resource.get_resource("{proxy+}") is None:
+                    resource.add_resource("{proxy+}").add_method("ANY", buffered)
 
     @property
     def url(self) -> str:

@@ -30,6 +30,8 @@ TABLE_SPECS = (
     TableSpec("RateLimits", pitr=False),
     TableSpec("Usage", pitr=False),
     TableSpec("Idempotency", pitr=False),
+    # Responses API state (store: true): per key, TTL'd, write-once puts (see limits/stored_responses).
+    TableSpec("Responses", pitr=False),
 )
 
 
@@ -40,13 +42,13 @@ def table_name(prefix: str, logical_id: str) -> str:
 
 #: The settings suffix (TIERGATE_TABLE_<KEY>) of each table.
 SETTINGS_KEYS = {"Keys": "KEYS", "Budgets": "BUDGETS", "RateLimits": "RATELIMITS", "Usage": "USAGE",
-                 "Idempotency": "IDEMPOTENCY"}
+                 "Idempotency": "IDEMPOTENCY", "Responses": "RESPONSES"}
 #: Indexes per table (the gateway's IAM policy names each one; no index/* wildcard).
 TABLE_INDEXES = {"Usage": (USAGE_BY_TENANT_INDEX,)}
 
 
 class TiergateTables(Construct):
-    """``keys``, ``budgets``, ``ratelimits``, ``usage``, ``idempotency`` as attributes."""
+    """``keys``, ``budgets``, ``ratelimits``, ``usage``, ``idempotency``, ``responses`` as attributes."""
 
     def __init__(self, scope: Construct, construct_id: str, *, prefix: str, production: bool) -> None:
         super().__init__(scope, construct_id)
@@ -57,6 +59,7 @@ class TiergateTables(Construct):
         self.ratelimits: ddb.Table = built["RateLimits"]
         self.usage: ddb.Table = built["Usage"]
         self.idempotency: ddb.Table = built["Idempotency"]
+        self.responses: ddb.Table = built["Responses"]
         self.usage.add_global_secondary_index(
             index_name=USAGE_BY_TENANT_INDEX,
             partition_key=ddb.Attribute(name="tenant", type=ddb.AttributeType.STRING),

@@ -98,3 +98,23 @@ def test_generate_validation_is_400_not_422(gw):
     r = httpx.post(gw[0] + "/generate", json={"prompt": "", "task_type": "dance"})
     assert r.status_code == 400
     assert "task_type" in _err(r)["message"] and "prompt" in _err(r)["message"]
+
+
+def test_unknown_path_404_says_which_doors_exist(gw):
+    # Finding 9: a client on a wrong path (a base URL without /v1, a typo) learns where to go.
+    for path in ("/chat/completions", "/v1/chat/completion"):
+        r = httpx.post(gw[0] + path, json={"model": "auto", "messages": []}, timeout=10)
+        assert r.status_code == 404
+        err = r.json()["error"]
+        assert err["code"] == "not_found" and f"No endpoint POST {path}" in err["message"]
+        assert "POST /v1/chat/completions" in err["message"] and "/docs" in err["message"]
+        assert "GET /v1/models" in err["message"] and "POST /v1/route" in err["message"]
+
+
+def test_docs_list_the_chat_completions_door(gw, client):
+    spec = httpx.get(gw[0] + "/openapi.json", timeout=10).json()
+    assert "post" in spec["paths"]["/v1/chat/completions"]
+    assert "messages" in str(spec["components"]["schemas"]["ChatRequest"])
+    # ... and the hot path still answers it (the documented twin is never reached).
+    r = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content

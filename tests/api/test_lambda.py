@@ -140,4 +140,21 @@ models:
         built = app.state.services.registry.built()
         assert built == ({"openai-compatible", "litellm"} if snapstart else {"openai-compatible"})
         if snapstart:
-            assert app.state.services.registry.get("litellm")._litellm is not None
+            assert app.state.services.registry.get("litellm").loaded
+
+
+def test_every_door_through_the_lambda_handler(handler, sim):
+    """Mangum (the buffered function) serves each door in its own shape; x-api-key works."""
+    msg = handler(rest_v1("POST", "/v1/messages", {"model": "fast", "max_tokens": 8, "messages": [
+        {"role": "user", "content": "hi"}]}, {"content-type": "application/json", "x-api-key": "sk-lambda",
+                                               "anthropic-version": "2023-06-01"}), Ctx())
+    assert msg["statusCode"] == 200 and json.loads(msg["body"])["type"] == "message"
+    bad = handler(rest_v1("POST", "/v1/messages", {"model": "fast", "messages": []},
+                          {"content-type": "application/json", "x-api-key": "sk-lambda"}), Ctx())
+    assert bad["statusCode"] == 400 and json.loads(bad["body"])["type"] == "error"
+    resp = handler(rest_v1("POST", "/v1/responses", {"model": "fast", "input": "hi"}, AUTH), Ctx())
+    rid = json.loads(resp["body"])["id"]
+    got = handler(rest_v1("GET", f"/v1/responses/{rid}", None, AUTH), Ctx())
+    assert got["statusCode"] == 200 and json.loads(got["body"])["output"][0]["type"] == "message"
+    legacy = handler(rest_v1("POST", "/v1/completions", {"model": "fast", "prompt": "hi"}, AUTH), Ctx())
+    assert json.loads(legacy["body"])["object"] == "text_completion"

@@ -35,7 +35,7 @@ def prod_handler(sim, moto_server, aws_env, tmp_path, monkeypatch):
            "AWS_ENDPOINT_URL": moto_server, "TIERGATE_DATA_DIR": str(tmp_path / "data"),
            "AWS_LAMBDA_FUNCTION_NAME": "tiergate-test-api", "POWERTOOLS_METRICS_NAMESPACE": "Tiergate/test",
            "POWERTOOLS_SERVICE_NAME": "tiergate-lambda-test"}  # its own logger: Powertools keeps one per service
-    for t in ("keys", "budgets", "ratelimits", "usage", "idempotency"):
+    for t in ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses"):
         env[f"TIERGATE_TABLE_{t.upper()}"] = f"{prefix}-{t}"
     for k, v in env.items():
         monkeypatch.setenv(k, v)

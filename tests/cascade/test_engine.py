@@ -231,3 +231,16 @@ async def test_soft_limited_lease_lowers_the_ceiling_mid_cascade():
     out = await CascadeEngine(CascadePolicy(), model, guard=Ledger(max_tier=1)).run(BODY)
     assert [s.target for s in model.calls] == ["tier:0", "tier:1"]
     assert [s.status for s in out.steps] == ["rejected", "rejected"]
+
+
+async def test_stop_reason_names_the_failed_step_and_the_answer_kept():
+    # Finding 6: a cascade whose last step failed said "score 0.00 < 0.70" though the
+    # answer it kept had scored 0.30.
+    body = {"messages": [{"role": "user", "content": "Tell me about the tides"}]}
+    cut = ("Tides are caused by the", "length")
+    out = await CascadeEngine(CascadePolicy(tiers=[0, 1]), Scripted({"tier:0": cut}, fail={"tier:1"})).run(body)
+    assert out.answer.model == "m-tier:0" and out.score.value == 0.3
+    assert out.stop_reason == ("step 1 (tier:1) failed with UpstreamServerError; no stronger step left; "
+                               "kept step 0 (tier:0, score 0.30)")
+    weak = await CascadeEngine(CascadePolicy(tiers=[0, 1]), Scripted({"tier:0": cut, "tier:1": ""})).run(body)
+    assert weak.stop_reason == "score 0.00 < 0.70 and no stronger step left; kept step 0 (tier:0, score 0.30)"

@@ -144,3 +144,20 @@ def test_stopping_at_the_clients_own_cap_is_not_a_weakness():
     assert "stopped_at_max_tokens" in s.reasons and "truncated" not in s.reasons and s.value >= 0.7
     uncapped = score_response(expectations({"messages": body["messages"]}), completion("Once upon", finish="length"))
     assert "truncated" in uncapped.reasons and uncapped.value <= 0.3
+
+
+def test_degenerate_answers_fail_even_when_the_client_capped_them():
+    # Finding 6: a prompt-echo loop scored 1.0 when the client set max_tokens.
+    q = "What is the capital of France?"
+    body = {"messages": [{"role": "user", "content": q}], "max_tokens": 64}
+    exp = expectations(body)
+    echo = (q + " prochains\n") * 6
+    s = score_text(exp, echo, finish_reason="length")
+    assert s.value < 0.3 and "degenerate:prompt_echo" in s.reasons
+    loop = "L'Étoile, la Cité, " + "la Femme, " * 40
+    s = score_text(exp, loop, finish_reason="length")
+    assert s.value < 0.3 and "degenerate:repetition" in s.reasons
+    # Answers that quote the question once, or repeat a word now and then, are fine.
+    assert score_text(exp, q + " The capital of France is Paris.").value == 1.0
+    fine = "Paris is the capital. Paris has the Louvre, the Seine, and many cafés; Paris is large and old."
+    assert score_text(exp, fine).value == 1.0

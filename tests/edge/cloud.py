@@ -16,10 +16,14 @@ models:
   - {{name: sim-fast, model: openai/sim-fast, adapter: openai-compatible, api_base: "{api}", tier: 1,
      capabilities: [tools, json]}}
   - {{name: sim-balanced, model: openai/sim-balanced, adapter: openai-compatible, api_base: "{api}", tier: 2,
-     capabilities: [tools, json]}}
+     capabilities: [tools, json, vision]}}
   - {{name: sim-premium, model: openai/sim-premium, adapter: openai-compatible, api_base: "{api}", tier: 3,
      capabilities: [tools, json]}}
   - {{name: sim-live, model: openai/sim-live, adapter: openai-compatible, api_base: "{api}", tier: 4,
+     capabilities: [tools, json]}}
+  - {{name: sim-embed, model: openai/sim-embed, adapter: openai-compatible, api_base: "{api}", tier: 1,
+     capabilities: [embeddings], input_cost_per_mtok: 0.02}}
+  - {{name: sim-claude, model: anthropic/sim-claude, adapter: litellm, api_base: "{root}", tier: 3,
      capabilities: [tools, json]}}
 """
 
@@ -29,14 +33,15 @@ class Cloud:
         self.tmp, self.port = tmp, port
         self.url = f"http://127.0.0.1:{port}"
         self.catalog = tmp / "cloud-catalog.yaml"
-        self.catalog.write_text(CLOUD_CATALOG.format(api=sim_api))
+        self.catalog.write_text(CLOUD_CATALOG.format(api=sim_api, root=sim_api.removesuffix("/v1")))
         self.proc = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
         env = {"TIERGATE_DATA_DIR": str(self.tmp / "cloud-data"), "TIERGATE_ENVIRONMENT": "test",
-               "PYTHONPATH": os.getcwd()}
+               # Keep the caller's PYTHONPATH (a worktree's functions/ and edge/) ahead of the install.
+               "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)}
         self.proc = spawn([sys.executable, "-m", "tiergate.cli", "serve", "--config", str(self.catalog),
                            "--port", str(self.port), "--host", "127.0.0.1"],
                           log=self.tmp / f"cloud-{self.starts}.log", env=env)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from tests.edge.cloud import Cloud
 from tests.support.procs import free_port
 from tests.support.tiny_gguf import write_tiny_gguf
 
@@ -89,3 +90,12 @@ def edge_agent(tiny_gguf: Path, tmp_path: Path) -> Iterator[Callable[..., Runnin
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture
+def cloud(sim, tmp_path: Path) -> Iterator[Cloud]:
+    """The real cloud gateway (``tiergate serve`` in a subprocess) in front of the simulator."""
+    c = Cloud(tmp_path, sim.openai_base, free_port())
+    c.start()
+    yield c
+    c.stop()

@@ -9,26 +9,16 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
-from tests.edge.cloud import Cloud
 from tests.support.procs import free_port, spawn, stop, wait_for
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 HARD = "Analyze and compare the trade-offs of these two database designs and evaluate the root cause."
-
-
-@pytest.fixture
-def cloud(sim, tmp_path: Path) -> Iterator[Cloud]:
-    c = Cloud(tmp_path, sim.openai_base, free_port())
-    c.start()
-    yield c
-    c.stop()
 
 
 def until(check, timeout: float = 20.0, what: str = "condition") -> None:
@@ -50,12 +40,16 @@ def test_capability_and_tier_based_offload(edge_agent, cloud, sim) -> None:
     easy = client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=4)
     assert easy.headers["x-tiergate-model"] == "local" and sim.requests() == []
+    # Tools are served locally now (grammar-constrained calls); images still need the cloud.
     tools = client.chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": "call the lookup tool"}], tools=TOOLS)
-    assert tools.headers["x-tiergate-model"] == "cloud"
-    assert "lacks tools" in tools.headers["x-tiergate-route-reason"]
+        model="auto", messages=[{"role": "user", "content": "call the lookup tool"}], tools=TOOLS, max_tokens=32)
+    assert tools.headers["x-tiergate-model"] == "local" and sim.requests() == []
+    vision = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": IMAGE}}]}])
+    assert vision.headers["x-tiergate-model"] == "cloud"
+    assert "lacks vision" in vision.headers["x-tiergate-route-reason"]
     [seen] = sim.requests()
-    assert seen["body"].get("tools")
+    assert seen["body"]["messages"][0]["content"][1]["type"] == "image_url"
     hard = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": HARD}])
     assert hard.headers["x-tiergate-model"] == "cloud" and "above local tier" in hard.headers["x-tiergate-route-reason"]
     assert "echo:" in hard.parse().choices[0].message.content
@@ -83,8 +77,9 @@ def test_cloud_stopped_fallback_deferral_then_recovery_and_drain(edge_agent, clo
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": HARD}],
                                                            max_tokens=3)
     assert "cloud down; local fallback" in raw.headers["x-tiergate-route-reason"]
-    # Only the cloud can do tools: 503 with the reason, or 202 when deferral is allowed.
-    body = {"model": "auto", "messages": [{"role": "user", "content": "deferred-" + uuid.uuid4().hex}], "tools": TOOLS}
+    # Only the cloud can read images: 503 with the reason, or 202 when deferral is allowed.
+    body = {"model": "auto", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "deferred-" + uuid.uuid4().hex}, {"type": "image_url", "image_url": {"url": IMAGE}}]}]}
     r = httpx.post(agent.base_url + "/chat/completions", json=body, timeout=30)
     assert r.status_code == 503 and r.json()["error"]["code"] == "cloud_unreachable"
     r = httpx.post(agent.base_url + "/chat/completions", json=body, headers={"x-tiergate-defer": "allow"}, timeout=30)
@@ -99,14 +94,14 @@ def test_cloud_stopped_fallback_deferral_then_recovery_and_drain(edge_agent, clo
     assert time.monotonic() - restarted < 15
     job = httpx.get(f"{agent.base_url}/jobs/{job_id}", timeout=10).json()
     assert job["result"]["object"] == "chat.completion"
-    assert prompts_seen(sim, body["messages"][0]["content"]) == 1
+    assert prompts_seen(sim, body["messages"][0]["content"][0]["text"]) == 1
     assert agent.agent.health.state == "up"
 
 
 def _agent_proc(tmp: Path, tiny: Path, cloud_url: str, port: int, n: int):
     env = {"TIERGATE_DATA_DIR": str(tmp / "agent-data"), "TIERGATE_EDGE_PROBE_BACKOFF_MIN_S": "0.2",
            "TIERGATE_EDGE_PROBE_BACKOFF_MAX_S": "0.5", "TIERGATE_EDGE_PROBE_INTERVAL_S": "1",
-           "PYTHONPATH": os.getcwd()}
+           "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
     p = spawn([sys.executable, "-m", "tiergate.cli", "edge", "--model", str(tiny), "--cloud", cloud_url,
                "--port", str(port), "--threads", "1"], log=tmp / f"agent-{n}.log", env=env)
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200, timeout=30,
@@ -123,8 +118,10 @@ def test_kill_9_mid_queue_then_restart_completes_every_job_exactly_once(tiny_ggu
         prompts = [f"job-{i}-{uuid.uuid4().hex}" for i in range(6)]
         ids = []
         for text in prompts:
+            image = {"type": "image_url", "image_url": {"url": IMAGE}}
             r = httpx.post(base + "/chat/completions", timeout=30, headers={"x-tiergate-defer": "allow"},
-                           json={"model": "auto", "messages": [{"role": "user", "content": text}], "tools": TOOLS})
+                           json={"model": "auto", "messages": [{"role": "user", "content": [
+                               {"type": "text", "text": text}, image]}], "tools": TOOLS})
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
     finally:

@@ -35,12 +35,25 @@ def test_streaming_through_the_agent(agent) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
 
 
-def test_no_cloud_and_local_cannot_serve_is_a_clear_503(agent) -> None:
-    r = httpx.post(agent.base_url + "/chat/completions", json={"model": "auto", "messages": MSG, "tools": TOOLS},
-                   timeout=30)
-    assert r.status_code == 503
+def test_no_cloud_and_local_cannot_serve_is_a_clear_400(agent) -> None:
+    # A capability nothing here has is the request's problem: 400 naming it (was a retryable 503).
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    r = httpx.post(agent.base_url + "/chat/completions", timeout=30, json={"model": "auto", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "what is it?"}, image]}]})
+    assert r.status_code == 400
     err = r.json()["error"]
-    assert err["code"] == "no_route_available" and "lacks tools" in err["message"]
+    assert err["code"] == "capability_not_supported" and "vision" in err["message"]
+    assert err["tiergate"]["missing"] == ["vision"]
+
+
+def test_local_tool_call_without_a_cloud(agent) -> None:
+    r = httpx.post(agent.base_url + "/chat/completions", timeout=30, json={
+        "model": "auto", "messages": MSG, "tools": TOOLS, "tool_choice": "required", "max_tokens": 400,
+        "temperature": 0})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "f"
 
 
 def test_bad_override_header_is_a_400(agent) -> None:

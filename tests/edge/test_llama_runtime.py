@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -111,11 +112,91 @@ async def test_prompt_beyond_context_is_a_bad_request(provider, tiny_gguf) -> No
     assert e.value.status == 400 and not e.value.retryable
 
 
-async def test_tools_and_n_are_rejected_as_bad_requests(provider, tiny_gguf) -> None:
-    with pytest.raises(UpstreamBadRequest):
-        await provider.complete(call(spec(tiny_gguf), tools=[{"type": "function", "function": {"name": "f"}}]))
+async def test_n_above_one_is_a_bad_request(provider, tiny_gguf) -> None:
     with pytest.raises(UpstreamBadRequest):
         await provider.complete(call(spec(tiny_gguf), n=2))
+
+
+PICK = {"type": "function", "function": {"name": "pick", "description": "choose a colour", "parameters": {
+    "type": "object", "properties": {"colour": {"enum": ["red", "green"]}, "n": {"type": "integer", "maximum": 9}},
+    "required": ["colour", "n"], "additionalProperties": False}}}
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> LlamaCppProvider:
+    """The tiny model's whole trained context (tool lists are long in its byte-level tokens)."""
+    return LlamaCppProvider(LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=2048))
+
+
+async def test_forced_tool_call_is_grammar_constrained_even_for_a_random_model(wide, tiny_gguf) -> None:
+    # Random weights cannot write a tool call on their own: the grammar makes it well formed.
+    provider = wide
+    r = await provider.complete(call(spec(tiny_gguf), tools=[PICK], tool_choice="required", max_tokens=300,
+                                     parallel_tool_calls=False))
+    choice = r["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    [tc] = choice["message"]["tool_calls"]
+    args = json.loads(tc["function"]["arguments"])
+    assert tc["function"]["name"] == "pick" and args["colour"] in ("red", "green") and isinstance(args["n"], int)
+    named = await provider.complete(call(spec(tiny_gguf), tools=[PICK], max_tokens=300,
+                                         tool_choice={"type": "function", "function": {"name": "pick"}}))
+    assert named["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "pick"
+    with pytest.raises(UpstreamBadRequest):
+        await provider.complete(call(spec(tiny_gguf), tools=[PICK],
+                                     tool_choice={"type": "function", "function": {"name": "nope"}}))
+
+
+async def test_json_schema_answer_parses_even_for_a_random_model(wide, tiny_gguf) -> None:
+    provider = wide
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "level": {"enum": [1, 2, 3]}},
+              "required": ["ok", "level"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    r = await provider.complete(call(spec(tiny_gguf), response_format=fmt, max_tokens=200))
+    out = json.loads(r["choices"][0]["message"]["content"])
+    assert set(out) == {"ok", "level"} and out["level"] in (1, 2, 3)
+    # json_object cut off by max_tokens still parses (closed at the last complete value).
+    for n in (2, 5, 12):
+        r = await provider.complete(call(spec(tiny_gguf), response_format={"type": "json_object"}, max_tokens=n))
+        assert isinstance(json.loads(r["choices"][0]["message"]["content"]), dict)
+
+
+async def test_a_cancelled_request_stops_generating_within_a_token(wide, tiny_gguf) -> None:
+    provider = wide
+    rt = provider.runtime
+    no_end = {"2": -100, "4": -100}       # no </s>, no <|im_end|>: it would run to max_tokens
+    task = asyncio.create_task(provider.complete(call(spec(tiny_gguf), max_tokens=1500, logit_bias=no_end)))
+    while rt.tokens_generated < 5:
+        await asyncio.sleep(0.001)
+    task.cancel()                        # what an attempt timeout or a gone client does
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = rt.tokens_generated
+    await asyncio.sleep(0.3)
+    assert rt.tokens_generated - at_cancel <= 1
+    r = await asyncio.wait_for(provider.complete(call(spec(tiny_gguf), max_tokens=2)), timeout=10)
+    assert r["usage"]["completion_tokens"] >= 2
+
+
+async def test_models_stay_resident_under_the_memory_budget_lru(tmp_path, tiny_gguf, tiny_gguf_alt) -> None:
+    roomy = LlamaCppProvider(LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=512, memory_budget_mb=64))
+    for s in (spec(tiny_gguf), spec(tiny_gguf_alt, name="alt"), spec(tiny_gguf)):
+        await roomy.complete(call(s, max_tokens=1))
+    assert roomy.runtime.loads == 2 and roomy.runtime.evictions == 0
+    assert len(roomy.runtime.info()["resident"]) == 2
+    tight = LlamaCppProvider(LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=512, memory_budget_mb=0))
+    for s in (spec(tiny_gguf), spec(tiny_gguf_alt, name="alt"), spec(tiny_gguf)):
+        await tight.complete(call(s, max_tokens=1))
+    assert tight.runtime.loads == 3 and tight.runtime.evictions == 2      # one at a time: LRU out
+    assert [r["path"] for r in tight.runtime.info()["resident"]] == [str(tiny_gguf)]
+
+
+async def test_a_models_own_context_and_threads_come_from_its_entry(tmp_path, tiny_gguf) -> None:
+    from tiergate_edge.model_store import ModelEntry, ModelStore
+
+    ModelStore(tmp_path).put(ModelEntry(name="tiny", path=tiny_gguf, source=str(tiny_gguf), n_ctx=256, n_threads=2))
+    rt = LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=1024)
+    lm = rt.resolve(ModelSpec(name="t", id="t", model="tiny", adapter="llama-cpp", tier=0))
+    assert (lm.path, lm.n_ctx, lm.n_threads) == (tiny_gguf, 256, 2)
 
 
 async def test_missing_or_invalid_model_file_is_an_upstream_error(provider, tmp_path) -> None:

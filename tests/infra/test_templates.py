@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency")
+TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses")
 
 
 def resources(template, type_: str) -> dict:
@@ -140,16 +140,36 @@ def test_state_machine_is_express_logged_without_payloads_and_traced(dev):
     assert "${CascadeStepArn}" in json.dumps(sm["DefinitionString"])
 
 
+def _resource_paths(template) -> dict[str, str]:
+    """Logical id of each API Gateway resource -> its full path."""
+    res = resources(template, "AWS::ApiGateway::Resource")
+
+    def path(lid: str) -> str:
+        p = res[lid]["Properties"]
+        parent = p["ParentId"]
+        prefix = path(parent["Ref"]) if isinstance(parent, dict) and "Ref" in parent else ""
+        return f"{prefix}/{p['PathPart']}"
+    return {lid: path(lid) for lid in res}
+
+
 def test_api_routes_streaming_and_buffered(dev):
     methods = resources(dev.gateway, "AWS::ApiGateway::Method")
+    paths = _resource_paths(dev.gateway)
     streaming = [m for m in methods.values() if m["Properties"]["Integration"].get("ResponseTransferMode") == "STREAM"]
-    assert len(streaming) == 2
+    # Every door that can stream: chat, legacy completions, Anthropic Messages, Responses.
+    assert sorted(paths[m["Properties"]["ResourceId"]["Ref"]] for m in streaming) == [
+        "/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses"]
     for m in streaming:
         assert m["Properties"]["HttpMethod"] == "POST"
         uri = json.dumps(m["Properties"]["Integration"]["Uri"])
         assert "response-streaming-invocations" in uri and "2021-11-15" in uri and ":live" in uri
     buffered = [m for m in methods.values() if m not in streaming]
-    assert len(buffered) == 4
+    # /, /{proxy+}, /v1, /v1/{proxy+}, and below each streaming door its own {proxy+}
+    # (count_tokens, GET/DELETE /v1/responses/{id}) -- a static resource shadows /v1/{proxy+}.
+    below = sorted(paths[m["Properties"]["ResourceId"]["Ref"]] for m in buffered
+                   if isinstance(m["Properties"]["ResourceId"], dict) and "Ref" in m["Properties"]["ResourceId"])
+    assert {"/v1/messages/{proxy+}", "/v1/responses/{proxy+}", "/v1/{proxy+}"} <= set(below)
+    assert len(buffered) == 8
     for m in buffered:
         uri = json.dumps(m["Properties"]["Integration"]["Uri"])
         assert "/invocations" in uri and "response-streaming" not in uri and ":live" in uri

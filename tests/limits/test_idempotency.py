@@ -104,12 +104,13 @@ async def test_outbox_keeps_settlements_until_the_store_has_them(settings_for, t
     settings = settings_for("sqlite")
     cat = make_catalog({"global": {"daily_usd": 1.0}})
     broken = BrokenSettle(settings.resolved_sqlite_path)
-    adm = StoreAdmission(settings, cat, broken, outbox=Outbox(tmp_path / "outbox.sqlite3"))
+    journal = Outbox(tmp_path / "outbox.sqlite3")
+    adm = StoreAdmission(settings, cat, broken, outbox=journal)
     master = await adm.authenticate(f"Bearer {MASTER}")
     t = await adm.admit(master, request(cat.by_id["small"]))
     await adm.settle(t, outcome(t))  # durable in the journal; the store write fails
     await adm.drain()
-    await adm._outbox.aclose()
+    await journal.aclose()
     await broken.aclose()
     probe = SqliteStore(settings.resolved_sqlite_path)
     assert await usage.query(probe, key_id="master") == []

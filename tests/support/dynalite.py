@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.moto_server import AWS_TEST_ENV
 from tests.support.procs import free_port, port_open, spawn, stop, wait_for
+from tiergate.stores.base import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
@@ -45,5 +46,5 @@ def dynalite_tables(dynalite: str, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return {
         "store": "dynamodb",
         "dynamodb_endpoint_url": dynalite,
-        **{f"table_{t}": f"{prefix}-{t}" for t in ("keys", "budgets", "ratelimits", "usage", "idempotency")},
+        **{f"table_{t}": f"{prefix}-{t}" for t in TABLES},
     }

@@ -17,6 +17,17 @@ Endpoints
     ``stream`` is true: ``message_start``, ``content_block_start``, ``ping``,
     ``content_block_delta`` (``text_delta`` / ``input_json_delta``) ...,
     ``content_block_stop``, ``message_delta`` (stop_reason + usage), ``message_stop``.
+``POST /v1/messages/count_tokens``
+    Anthropic token counting: ``{"input_tokens": N}`` (the same estimate as usage).
+``POST /v1/embeddings``
+    OpenAI embeddings: one deterministic vector per input (from a hash of the text;
+    ``dimensions`` long, default 8; ``encoding_format`` float or base64), usage
+    ``prompt_tokens`` = the inputs' token estimates.
+``POST /v1/responses``
+    OpenAI Responses (as OpenAI's own API, hosted tools included): the text answer as one
+    ``message`` output item, after one ``<type>_call`` item per hosted tool in ``tools``
+    (``web_search_call`` ...); SSE with ``response.created`` ... ``response.completed``
+    when ``stream`` is true.
 ``GET /v1/models``
     OpenAI model list (models seen so far plus ``sim``).
 
@@ -90,6 +101,9 @@ Default behaviour (no step)
   the JSON arguments of tool calls). Streaming and non-streaming agree.
 * streamed content: one chunk per word (the word with its trailing space);
   ``chunks: N`` regroups into N chunks (padding with ``" tok"`` chunks if needed).
+* Anthropic with ``thinking: {"type": "enabled"}``: the answer starts with a ``thinking``
+  block (``"thinking": "sim thinks"``, ``"signature": "sim-sig"``; streamed as
+  ``thinking_delta`` + ``signature_delta``).
 
 Python side
 -----------
@@ -200,6 +214,16 @@ def fill_schema(schema: Any, text: str, depth: int = 0) -> Any:
     if t == "null":
         return None
     return text
+
+
+def embedding_vector(text: str, dims: int) -> list[float]:
+    """The simulator's embedding of ``text``: deterministic, unit length, ``dims`` long."""
+    import hashlib
+
+    raw = hashlib.sha256(text.encode()).digest() * (dims // 32 + 1)
+    vec = [(b - 127.5) / 127.5 for b in raw[:dims]]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
 
 
 def split_chunks(content: str, n: int | None) -> list[str]:
@@ -394,6 +418,14 @@ class SimApp:
             await self._model_call("openai", scope, receive, send)
         elif method == "POST" and path in ("/v1/messages", "/messages"):
             await self._model_call("anthropic", scope, receive, send)
+        elif method == "POST" and path in ("/v1/messages/count_tokens", "/messages/count_tokens"):
+            req = orjson.loads(await _read_body(receive) or b"{}")
+            self._log(scope, req, None)
+            await _send_json(send, 200, {"input_tokens": prompt_tokens(req.get("messages") or [], req.get("system"))})
+        elif method == "POST" and path in ("/v1/embeddings", "/embeddings"):
+            await self._embeddings(scope, receive, send)
+        elif method == "POST" and path in ("/v1/responses", "/responses"):
+            await self._responses(scope, receive, send)
         elif method == "GET" and path in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "sim"} for m in self.models_seen]
             await _send_json(send, 200, {"object": "list", "data": data})
@@ -431,6 +463,71 @@ class SimApp:
                 self.defaults[str(body["model"])] = dict(body["step"])
             return await _send_json(send, 200, {"ok": True})
         await _send_json(send, 404, {"error": f"no control route {path}"})
+
+    def _log(self, scope, req: dict[str, Any], step: dict[str, Any] | None) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        model = str(req.get("model") or "")
+        self.log.append({"seq": next(self.seq), "t": time.monotonic(), "method": scope["method"],
+                         "path": scope["path"], "model": model, "stream": bool(req.get("stream")),
+                         "client_port": (scope.get("client") or ("", 0))[1],
+                         "headers": headers, "body": req, "step": dict(step) if step is not None else None})
+
+    async def _embeddings(self, scope, receive, send) -> None:
+        req = orjson.loads(await _read_body(receive) or b"{}")
+        model = str(req.get("model") or "")
+        step = self._next_step(model)
+        self._log(scope, req, step)
+        step = step or {}
+        status = int(step.get("status", 200))
+        if status >= 300:
+            return await _send_error("openai", send, status, step)
+        items = req.get("input")
+        items = [items] if isinstance(items, str) or (items and isinstance(items[0], int)) else list(items or [])
+        dims = int(req.get("dimensions") or 8)
+        data = []
+        for i, item in enumerate(items):
+            vec = embedding_vector(item if isinstance(item, str) else json.dumps(item), dims)
+            if req.get("encoding_format") == "base64":
+                import base64
+                import struct
+
+                vec = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vec})
+        toks = sum(estimate_tokens(x) if isinstance(x, str) else len(x) for x in items)
+        await _send_json(send, 200, {"object": "list", "data": data, "model": model,
+                                     "usage": {"prompt_tokens": toks, "total_tokens": toks}})
+
+    async def _responses(self, scope, receive, send) -> None:
+        req = orjson.loads(await _read_body(receive) or b"{}")
+        model = str(req.get("model") or "")
+        self._log(scope, req, None)
+        inp = req.get("input")
+        text = inp if isinstance(inp, str) else last_user_text([m for m in inp or [] if isinstance(m, dict)])
+        content = default_content(model, text)
+        rid = f"resp_sim{next(self.ids)}"
+        output: list[dict[str, Any]] = [
+            {"id": f"ws_sim{i}", "type": f"{t['type']}_call", "status": "completed"}
+            for i, t in enumerate(req.get("tools") or []) if t.get("type") != "function"]
+        output.append({"id": f"msg_sim{rid}", "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": content, "annotations": []}]})
+        usage = {"input_tokens": estimate_tokens(text), "output_tokens": estimate_tokens(content),
+                 "total_tokens": estimate_tokens(text) + estimate_tokens(content)}
+        resp = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": model, "output": output, "usage": usage, "tools": req.get("tools") or [],
+                "parallel_tool_calls": True, "tool_choice": "auto"}
+        if not req.get("stream"):
+            return await _send_json(send, 200, resp)
+
+        def ev(data: dict) -> bytes:
+            return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        head = [ev({"type": "response.created", "sequence_number": 0,
+                    "response": {**resp, "status": "in_progress", "output": [], "usage": None}})]
+        pieces = [ev({"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": f"msg_sim{rid}",
+                      "output_index": len(output) - 1, "content_index": 0, "delta": p})
+                  for i, p in enumerate(split_chunks(content, None))]
+        tail = [ev({"type": "response.completed", "sequence_number": len(pieces) + 1, "response": resp})]
+        await _stream(send, receive, {}, head, pieces, tail)
 
     def _next_step(self, model: str) -> dict[str, Any] | None:
         for key in (model, "*"):
@@ -538,6 +635,8 @@ class SimApp:
         mid = f"msg_sim{next(self.ids)}"
         stop = _ANTHROPIC_STOP.get(a.finish_reason, a.finish_reason)
         blocks: list[dict[str, Any]] = []
+        if (req.get("thinking") or {}).get("type") == "enabled":
+            blocks.append({"type": "thinking", "thinking": "sim thinks", "signature": "sim-sig"})
         if a.content:
             blocks.append({"type": "text", "text": a.content})
         for tc in a.tool_calls:
@@ -560,7 +659,11 @@ class SimApp:
             "usage": {"input_tokens": a.prompt_tokens, "output_tokens": 1}}})]
         pieces: list[bytes] = []
         for idx, blk in enumerate(blocks):
-            if blk["type"] == "text":
+            if blk["type"] == "thinking":
+                start = {"type": "thinking", "thinking": ""}
+                parts = [{"type": "thinking_delta", "thinking": blk["thinking"]},
+                         {"type": "signature_delta", "signature": blk["signature"]}]
+            elif blk["type"] == "text":
                 start = {"type": "text", "text": ""}
                 parts = [{"type": "text_delta", "text": p} for p in split_chunks(blk["text"], step.get("chunks"))]
             else:

@@ -13,13 +13,32 @@ from fastapi import APIRouter, FastAPI
 
 from tiergate import __version__
 from tiergate.api import errors
-from tiergate.api.routes import budget, chat, health, keys, metrics, models, route, simple, usage
+from tiergate.api.routes import (
+    budget,
+    chat,
+    completions,
+    embeddings,
+    health,
+    keys,
+    messages,
+    metrics,
+    models,
+    responses,
+    route,
+    simple,
+    usage,
+)
 from tiergate.services import Services
 
 Hook = Callable[[Services], Awaitable[None]]
 
 #: Routes every home serves, and the ones that need a record store.
-CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router)
+CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router,
+                                       responses.router)
+#: The front doors on the hot path, mounted as plain Starlette routes.
+DOORS = (("/v1/chat/completions", chat.chat_completions), ("/v1/messages", messages.messages),
+         ("/v1/messages/count_tokens", messages.count_tokens), ("/v1/responses", responses.create_response),
+         ("/v1/completions", completions.create_completion), ("/v1/embeddings", embeddings.create_embeddings))
 STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, metrics.router)
 
 
@@ -44,7 +63,9 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
     errors.install(app)
     # The hot path is a plain Starlette route: FastAPI's per-request dependency solving
     # costs more than the rest of the route (it has no dependencies to solve).
-    app.add_route("/v1/chat/completions", chat.chat_completions, methods=["POST"], include_in_schema=False)
+    for path, door in DOORS:
+        app.add_route(path, door, methods=["POST"], include_in_schema=False)
+    app.include_router(chat.docs_router)  # its schema in /docs; the route above answers
     routers = [*CORE_ROUTERS, *(STORE_ROUTERS if services.store is not None else ()), *extra_routers]
     for r in routers:
         app.include_router(r)

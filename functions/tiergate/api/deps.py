@@ -3,6 +3,7 @@ optional parts a route needs (a 503 naming the part when this home has none)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,9 +19,24 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def get_principal(request: Request) -> Principal:
+def authorization(headers: Mapping[str, str]) -> str | None:
+    """The caller's credential as an ``Authorization`` value: the header itself, or an
+    ``x-api-key`` (how Anthropic clients send a key, Claude Code included) as a bearer
+    token. The one place either is read; admission authenticates the result."""
+    auth = headers.get("authorization")
+    if auth:
+        return auth
+    key = headers.get("x-api-key")
+    return f"Bearer {key}" if key else None
+
+
+async def authenticate(request: Request) -> Principal:
     services: Services = request.app.state.services
-    return await services.admission.authenticate(request.headers.get("authorization"))
+    return await services.admission.authenticate(authorization(request.headers))
+
+
+async def get_principal(request: Request) -> Principal:
+    return await authenticate(request)
 
 
 async def get_master(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

@@ -3,7 +3,7 @@ chat body, and rendering the gateway's answer (JSON, SSE, a deferred job)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -13,29 +13,31 @@ from tiergate.api.responses import JSONResponse
 from tiergate.api.sse_response import EventStreamResponse
 from tiergate.errors import GatewayError
 from tiergate.gateway import SSE_DONE, Completed, Deferred, Streaming, sse
-from tiergate.request import GatewayRequest, hints_of
+from tiergate.request import GatewayRequest, NativeBody, hints_of
 from tiergate.services import Services
 
 
 def chat_request(services: Services, request: Request, body: dict[str, Any], *, door: str = "chat",
-                 task_hint: str | None = None) -> GatewayRequest:
+                 task_hint: str | None = None, native: NativeBody | None = None) -> GatewayRequest:
     routing = services.catalog.routing
     return GatewayRequest.from_chat(
         body, aliases=services.catalog.aliases, default_model=routing.default_model, keywords=routing.keywords,
         door=door, hints=hints_of(request.headers), task_hint=task_hint,
-        idempotency_key=request.headers.get("idempotency-key"))
+        idempotency_key=request.headers.get("idempotency-key"), native=native)
 
 
-async def openai_events(s: Streaming) -> AsyncIterator[bytes]:
-    """``chat.completion.chunk`` events, ``[DONE]`` last (after the gateway settled); a
-    mid-stream failure ends with an OpenAI-shaped error event instead."""
+async def openai_events(s: Streaming, shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                        ) -> AsyncIterator[bytes]:
+    """``chat.completion.chunk`` events (``shape`` re-shapes each one: the legacy
+    completions door), ``[DONE]`` last (after the gateway settled); a mid-stream failure
+    ends with an OpenAI-shaped error event instead."""
     try:
         async for chunk in s.chunks:
             if not s.include_usage and chunk.get("usage"):
                 if not chunk.get("choices"):
                     continue  # the usage-only final chunk the client did not ask for
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            yield sse(chunk)
+            yield sse(chunk if shape is None else shape(chunk))
     except GatewayError as e:
         yield sse({"error": {"message": f"upstream stream interrupted: {e.message}", "type": e.type,
                              "code": "stream_interrupted", "param": None}})

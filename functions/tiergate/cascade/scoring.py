@@ -1,7 +1,8 @@
 """Answer scoring: is a cheap answer good enough, and why (issue 5).
 
 Deterministic checks run first and are cheap (tens of microseconds; see
-``bench/cascade``): empty, refusal, truncated (``finish_reason: length``), invalid JSON
+``bench/cascade``): empty, refusal, truncated (``finish_reason: length``), degenerate
+(a loop of the same few words, or the question echoed back), invalid JSON
 when JSON was asked for, code that does not parse when code was asked for, ignoring the
 required format (a list, N items, a code block), and hedging phrases, in English and
 Japanese. What the request asked for is read once into :class:`Expectations`.
@@ -39,6 +40,8 @@ class Expectations:
     #: The client capped the answer (max_tokens): stopping at that cap is what it asked for,
     #: and a stronger tier would stop at the same cap, so it is not a reason to escalate.
     capped: bool = False
+    #: The last user turn (normalized, first 2,000 characters): an answer that repeats it back is degenerate.
+    prompt: str = ""
 
 
 #: Below this a score is a hard failure (empty, refused, invalid JSON/code, truncated): no
@@ -113,6 +116,7 @@ def expectations(body: Mapping[str, Any]) -> Expectations:
         items=items if items and 1 < items <= 50 else None,
         tools=bool(body.get("tools") or body.get("functions")),
         capped=bool(body.get("max_tokens") or body.get("max_completion_tokens")),
+        prompt=_norm(text[:2000]),
     )
 
 
@@ -173,6 +177,12 @@ def score_text(exp: Expectations, text: str, *, finish_reason: str | None = None
         if tool_calls and finish_reason != "length":
             return Score(1.0, ("tool_calls",))
         return Score(0.0, (*reasons, "empty"))
+    degenerate = _degenerate(stripped, exp.prompt)
+    if degenerate:
+        # A loop or an echo of the question is worthless whatever stopped it (the client's
+        # max_tokens included): a hard failure.
+        reasons.append(degenerate)
+        cap = min(cap, 0.1)
     if refused or _REFUSAL.search(stripped[:300]):
         reasons.append("refusal")
         cap = min(cap, 0.1)
@@ -203,6 +213,29 @@ def score_text(exp: Expectations, text: str, *, finish_reason: str | None = None
         mult *= 0.6 if len(hedges) == 1 else 0.4  # one hedge alone fails the default 0.7 threshold
     value = min(cap, 1.0) * mult
     return Score(round(value, 4), tuple(reasons) or ("ok",))
+
+
+_WS = re.compile(r"\s+")
+_TOKEN = re.compile(r"\w+", re.U)  # words only: tables and lists repeat their punctuation
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text).strip().lower()
+
+
+def _degenerate(text: str, prompt: str) -> str | None:
+    """``degenerate:prompt_echo`` when the answer repeats the question back (twice, or as most
+    of itself); ``degenerate:repetition`` when a short span loops (few distinct 4-grams)."""
+    norm = _norm(text)
+    if len(prompt) >= 12 and prompt in norm:
+        if norm.count(prompt) >= 2 or len(prompt) >= 0.8 * len(norm):
+            return "degenerate:prompt_echo"
+    words = _TOKEN.findall(norm[:20000])
+    if len(words) >= 24:
+        grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+        if len(set(grams)) / len(grams) < 0.35:
+            return "degenerate:repetition"
+    return None
 
 
 def _json_ok(text: str, *, strict: bool) -> bool:

@@ -232,7 +232,20 @@ def recover(port: Port, state: Mapping[str, Any]) -> dict[str, Any]:
     rec.error = f"{name}: {message}"
     cur["steps"].append(rec.to_dict())
     cur = _advance(port, policy, state, cur, i, 0.0)
-    return _stop(cur, name, message) if cur["next"] == "finish" else cur
+    if cur["next"] == "finish":
+        # Say what happened: this step failed (it has no score); the answer kept is the best so far.
+        tail = "; no stronger step left" if "no stronger step" in cur["stop_reason"] else ""
+        cur["stop_reason"] = f"step {i} ({target}) failed with {name}{tail}{_kept(cur, i)}"
+        return _stop(cur, name, message)
+    return cur
+
+
+def _kept(cur: Mapping[str, Any], i: int) -> str:
+    """When the answer kept is not step ``i``'s: which one, and its score."""
+    best = cur.get("best")
+    if not best or best["index"] == i:
+        return ""
+    return f"; kept step {best['index']} ({best['target']}, score {best['score']['value']:.2f})"
 
 
 def _stop(cur: dict[str, Any], name: str, message: str) -> dict[str, Any]:
@@ -268,7 +281,7 @@ def _advance(port: Port, policy: CascadePolicy, state: Mapping[str, Any], cur: d
     if d.action == "escalate":
         cur["index"], cur["next"] = i + 1, "answer"
         return cur
-    cur["next"], cur["stop_reason"] = "finish", d.reason
+    cur["next"], cur["stop_reason"] = "finish", d.reason + _kept(cur, i)
     if nxt_req is not None and "ceiling" in d.reason:
         cur["steps"].append(StepRecord(nxt_req.index, "answer", nxt_req.target, "skipped:ceiling").to_dict())
     return cur

@@ -1,5 +1,5 @@
 """The ``tiergate`` command: ``serve`` (the gateway on localhost), ``config check``,
-``keys`` (virtual keys in the store) and ``edge`` (the device agent)."""
+``keys`` (virtual keys in the store), ``edge`` (the device agent) and ``models`` (its GGUFs)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tiergate.cli.config import add_config_parser
 from tiergate.cli.keys import add_keys_parser
 from tiergate.cli.serve import add_serve_parser
 from tiergate_edge.cli import add_edge_parser
+from tiergate_edge.models_cli import add_models_parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     add_config_parser(sub)
     add_keys_parser(sub)
     add_edge_parser(sub)
+    add_models_parser(sub)
     return p
 
 

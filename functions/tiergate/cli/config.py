@@ -1,4 +1,4 @@
-"""``tiergate config check FILE``: validate a catalog."""
+"""``tiergate config check FILE``: validate a catalog (schema, cross-references, local files)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tiergate.config.catalog import CatalogError, load
+from tiergate.config.catalog import CatalogError, check_files, load
 
 
 def config_check(args: argparse.Namespace) -> int:
@@ -15,6 +15,11 @@ def config_check(args: argparse.Namespace) -> int:
         cat = load(args.file)
     except CatalogError as e:
         print(str(e), file=sys.stderr)
+        return 1
+    missing = check_files(cat)
+    if missing:
+        print(f"{args.file}: invalid catalog ({len(missing)} problem{'s' if len(missing) != 1 else ''}):\n"
+              + "\n".join(f"  {args.file}: {m}" for m in missing), file=sys.stderr)
         return 1
     print(f"{args.file}: ok ({len(cat.models)} deployments, tiers {cat.tiers()}, "
           f"{len(cat.aliases)} aliases, {len(cat.cascades)} cascade policies)")
@@ -24,6 +29,6 @@ def config_check(args: argparse.Namespace) -> int:
 def add_config_parser(sub: Any) -> None:
     c = sub.add_parser("config", help="catalog utilities")
     csub = c.add_subparsers(dest="config_command", required=True)
-    chk = csub.add_parser("check", help="validate a catalog file")
-    chk.add_argument("file", type=Path)
+    chk = csub.add_parser("check", help="validate a catalog file: every problem at once, with file:line")
+    chk.add_argument("file", type=Path, help="the catalog YAML to check")
     chk.set_defaults(func=config_check)

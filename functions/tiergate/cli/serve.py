@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,22 @@ def local_plugins(settings: Settings) -> list[Plugin]:
     return [LocalModelPlugin(settings)]
 
 
+def port_in_use(host: str, port: int) -> OSError | None:
+    """The error binding ``host:port`` would give now, or None (checked before the banner,
+    so a used port is a one-line hint, not a banner followed by a traceback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "config": args.config}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "config": args.config,
+                                   "data_dir": args.data_dir}.items() if v is not None}
     if args.workers < 1:
         print("tiergate: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -57,6 +72,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"tiergate: refusing to bind {settings.host} without a master key: set TIERGATE_MASTER_KEY, "
               f"or bind 127.0.0.1", file=sys.stderr)
         return 2
+    busy = port_in_use(settings.host, settings.port)
+    if busy is not None:
+        print(f"tiergate: cannot listen on {settings.host}:{settings.port}: {busy.strerror or busy}. "
+              f"Is another tiergate running? Choose another port with --port N (or TIERGATE_PORT).", file=sys.stderr)
+        return 2
     services = app.state.services
     for src in services.health_sources:
         if isinstance(src, Plugin):
@@ -70,14 +90,25 @@ def serve(args: argparse.Namespace) -> int:
               "(pip install 'tiergate[edge]'), or export a provider key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...).")
     if settings.master_key is None:
         print("  WARNING: no TIERGATE_MASTER_KEY set: no authentication, bound to loopback only.")
-    print(f"  OpenAI base URL: http://{settings.host}:{settings.port}/v1", flush=True)
+    print(f"  data dir: {settings.data_dir} (usage, keys, metrics, local models; instances sharing it share "
+          f"them: --data-dir or TIERGATE_DATA_DIR to separate)")
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"  API docs: {base}/docs (every endpoint, with its request and response shapes)")
+    print(f"  OpenAI base URL: {base}/v1", flush=True)
+    import logging
+
     import uvicorn
 
     if args.workers > 1:
         return serve_workers(app, settings, args)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                            access_log=args.access_log, loop="auto", http="auto")
+    if args.access_log:
+        # One line per request even at the default (warning) level: a client on a wrong path
+        # leaves a trace. --no-access-log for benchmarks.
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     freeze_heap()
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False,
-                loop="auto", http="auto")
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -99,11 +130,12 @@ def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) ->
     asyncio.run(_close(app))
     # The workers read their settings from the environment: pass the command line's choices.
     os.environ["TIERGATE_HOST"], os.environ["TIERGATE_PORT"] = settings.host, str(settings.port)
+    os.environ["TIERGATE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     if settings.config is not None:
         os.environ["TIERGATE_CONFIG"] = str(Path(settings.config).resolve())
     print(f"  {args.workers} worker processes", flush=True)
     return workers.run(args.workers, factory="tiergate.cli.serve:worker_app", host=settings.host,
-                       port=settings.port, log_level=args.log_level)
+                       port=settings.port, log_level=args.log_level, access_log=args.access_log)
 
 
 def worker_app() -> FastAPI:
@@ -121,11 +153,19 @@ async def _close(app: FastAPI) -> None:
 
 
 def add_serve_parser(sub: Any) -> None:
-    s = sub.add_parser("serve", help="serve the gateway on localhost (default 127.0.0.1:8080)")
+    s = sub.add_parser("serve", help="serve the gateway on localhost (default 127.0.0.1:8080)",
+                       description="Serve the OpenAI-compatible gateway: the bundled local model with the edge extra, "
+                                   "and every cloud model whose API key is in the environment.")
     s.add_argument("--config", type=Path, help="catalog YAML (default: TIERGATE_CONFIG or the packaged catalog)")
-    s.add_argument("--host", help="address to bind (default 127.0.0.1; other addresses need TIERGATE_MASTER_KEY)")
-    s.add_argument("--port", type=int, help="port to bind (default 8080)")
-    s.add_argument("--log-level", default="warning")
+    s.add_argument("--host", help="address to bind (default: TIERGATE_HOST or 127.0.0.1; "
+                                  "other addresses need TIERGATE_MASTER_KEY)")
+    s.add_argument("--port", type=int, help="port to bind (default: TIERGATE_PORT or 8080)")
+    s.add_argument("--data-dir", type=Path, help="SQLite stores and local models (default: TIERGATE_DATA_DIR "
+                                                 "or the user data dir)")
+    s.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default warning; the access log is on regardless)")
+    s.add_argument("--no-access-log", dest="access_log", action="store_false",
+                   help="no line per request (for benchmarks)")
     s.add_argument("--workers", type=int, default=1,
                    help="worker processes sharing the port and the store (default 1; needs sqlite or dynamodb)")
     s.set_defaults(func=serve)

@@ -16,6 +16,7 @@ gracefully through its app's lifespan (pools closed, background settlements drai
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import socket
@@ -40,22 +41,24 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(factory: str, host: str, port: int, log_level: str) -> None:
+def _worker(factory: str, host: str, port: int, log_level: str, access_log: bool) -> None:
     import uvicorn
 
     sock = reuseport_socket(host, port)
-    config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level, access_log=False,
-                            loop="auto", http="auto")
+    config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level,
+                            access_log=access_log, loop="auto", http="auto")
+    if access_log:  # as a single-process server: one line per request even at the warning level
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def run(n: int, *, factory: str, host: str, port: int, log_level: str) -> int:
+def run(n: int, *, factory: str, host: str, port: int, log_level: str, access_log: bool = True) -> int:
     """Serve ``factory`` (``module:callable`` returning the app) with ``n`` processes."""
     if sys.platform != "linux":
         import uvicorn
 
         uvicorn.run(factory, factory=True, workers=n, host=host, port=port, log_level=log_level,
-                    access_log=False, loop="auto", http="auto")
+                    access_log=access_log, loop="auto", http="auto")
         return 0
     if port == 0:
         print("tiergate: --workers needs a fixed --port (each worker binds it)", file=sys.stderr)
@@ -75,7 +78,7 @@ def run(n: int, *, factory: str, host: str, port: int, log_level: str) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def start() -> multiprocessing.process.BaseProcess:
-        p = ctx.Process(target=_worker, args=(factory, host, port, log_level), name="tiergate-worker")
+        p = ctx.Process(target=_worker, args=(factory, host, port, log_level, access_log), name="tiergate-worker")
         p.start()
         return p
 

@@ -13,8 +13,10 @@ from typing import Literal
 LITELLM = "litellm"
 OPENAI_COMPATIBLE = "openai-compatible"
 LLAMA_CPP = "llama-cpp"
+#: The local embedder (a static embedding model shipped in the ``wordllama`` package).
+WORDLLAMA = "wordllama"
 
-Adapter = Literal["litellm", "openai-compatible", "llama-cpp"]
+Adapter = Literal["litellm", "openai-compatible", "llama-cpp", "wordllama"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ ADAPTERS: dict[str, AdapterDefaults] = {
                              install_hint="pip install 'tiergate[litellm]'"),
     OPENAI_COMPATIBLE: AdapterDefaults(frozenset({"tools", "json"}), uses_cost_map=True, needs_key=True,
                                        install_hint="part of the core install"),
-    LLAMA_CPP: AdapterDefaults(frozenset({"json"}), uses_cost_map=False, needs_key=False,
+    LLAMA_CPP: AdapterDefaults(frozenset({"json", "json_schema", "tools"}), uses_cost_map=False, needs_key=False,
+                               install_hint="pip install 'tiergate[edge]'"),
+    WORDLLAMA: AdapterDefaults(frozenset({"embeddings"}), uses_cost_map=False, needs_key=False,
                                install_hint="pip install 'tiergate[edge]'"),
 }

@@ -2,8 +2,8 @@
 
 Two stages, as in TensorZero: :class:`CatalogFile` is the raw YAML shape (unknown
 fields rejected), :func:`resolve` turns it into the frozen runtime :class:`Catalog`
-(deployment ids assigned, prices and context windows filled from LiteLLM's cost map
-where the file is silent, aliases checked).
+(deployment ids assigned, prices and context windows filled from the shipped price
+snapshot (:mod:`tiergate.config.pricing`) where the file is silent, aliases checked).
 
 A packaged default catalog (``default_catalog.yaml``) serves when no file is given;
 a user file replaces it (``--config`` / ``TIERGATE_CONFIG``).
@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from tiergate.config import pricing
-from tiergate.config.adapters import ADAPTERS, Adapter
-from tiergate.config.base import MAX_TIER, Capability, Strict, TaskType, Tier
+from tiergate.config import diagnostics, pricing
+from tiergate.config.adapters import ADAPTERS, LITELLM, Adapter
+from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import InvalidRequest
@@ -66,6 +66,10 @@ class ModelSpec(Strict):
             return self.upstream_model
         # LiteLLM's convention: "openai/<name>" on a custom api_base sends "<name>".
         return self.model.removeprefix("openai/")
+
+    @property
+    def price_known(self) -> bool:
+        return self.input_cost_per_mtok is not None and self.output_cost_per_mtok is not None
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * (self.input_cost_per_mtok or 0.0)
@@ -140,11 +144,11 @@ class Catalog(Strict):
         out: dict[str, list[ModelSpec]] = {}
         for m in self.models:
             out.setdefault(m.name, []).append(m)
-        return {k: tuple(v) for k, v in out.items()}
+        return FrozenDict({k: tuple(v) for k, v in out.items()})
 
     @cached_property
     def by_id(self) -> dict[str, ModelSpec]:
-        return {m.deployment_id: m for m in self.models}
+        return FrozenDict({m.deployment_id: m for m in self.models})
 
     def tiers(self) -> list[int]:
         return sorted({m.tier for m in self.models})
@@ -163,25 +167,58 @@ class Catalog(Strict):
 
 
 def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
-    """Assign the id and fill prices/limits from LiteLLM's cost map where the file is silent."""
+    """Assign the id and fill prices/limits from the price snapshot where the file is silent.
+    A hosted model nobody knows the price of keeps ``None`` (shown as unknown, never $0);
+    a local one (an adapter without a cost map) costs nothing."""
     defaults = ADAPTERS[spec.adapter]
     known = pricing.lookup(spec.model) if defaults.uses_cost_map else None
+    free = None if defaults.uses_cost_map else 0.0
     upd: dict[str, Any] = {"id": spec.id or deployment_id}
     if spec.input_cost_per_mtok is None:
-        upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else 0.0
+        upd["input_cost_per_mtok"] = known.input_cost_per_mtok if known else free
     if spec.output_cost_per_mtok is None:
-        upd["output_cost_per_mtok"] = known.output_cost_per_mtok if known else 0.0
+        upd["output_cost_per_mtok"] = known.output_cost_per_mtok if known else free
     if spec.context_window is None and known and known.context_window:
         upd["context_window"] = known.context_window
     if spec.max_output_tokens is None and known and known.max_output_tokens:
         upd["max_output_tokens"] = known.max_output_tokens
-    if spec.capabilities is None:
-        upd["capabilities"] = known.capabilities if known and known.capabilities else defaults.capabilities
+    caps = spec.capabilities
+    if caps is None:
+        caps = known.capabilities if known and known.capabilities else defaults.capabilities
+    upd["capabilities"] = frozenset(caps) | (native_dialects(spec) if "embeddings" not in caps else frozenset())
     return spec.model_copy(update=upd)
 
 
+def _budgeted(b: BudgetsConfig) -> bool:
+    scopes = [b.global_, b.tenant_defaults, *b.tenants.values()]
+    return any(x is not None for s in scopes for x in (s.max_cost_per_request_usd, s.daily_usd, s.monthly_usd))
+
+
+class CatalogProblems(ValueError):
+    """Stage two found cross-reference problems; ``problems`` holds (location, message) pairs."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+def native_dialects(spec: ModelSpec) -> frozenset[str]:
+    """What an endpoint speaks besides chat, known from the model id alone: Anthropic's own
+    API speaks Messages, OpenAI's own speaks Responses. (Other endpoints declare it with
+    the ``messages_api`` / ``responses_api`` capabilities.)"""
+    if spec.adapter != LITELLM:
+        return frozenset()
+    if spec.model.startswith("anthropic/"):
+        return frozenset({"messages_api"})
+    if spec.model.startswith("openai/") and spec.api_base is None:
+        return frozenset({"responses_api"})
+    return frozenset()
+
+
 def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
-    """Stage two: ids, defaults from the cost map, and cross-references checked."""
+    """Stage two: ids, defaults from the cost map, and cross-references checked (all
+    problems reported at once, each with where it is)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     counts: dict[str, int] = {}
     for m in raw.models:
         counts[m.name] = counts.get(m.name, 0) + 1
@@ -192,34 +229,68 @@ def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
         seen_index[m.name] = i + 1
         models.append(_fill(m, m.name if counts[m.name] == 1 else f"{m.name}#{i + 1}"))
     ids = [m.deployment_id for m in models]
-    dup = {i for i in ids if ids.count(i) > 1}
-    if dup:
-        raise ValueError(f"duplicate deployment ids: {sorted(dup)}")
+    for n, i in enumerate(ids):
+        if ids.count(i) > 1 and ids.index(i) != n:
+            problems.append((("models", n, "id"), f"models.{n}: duplicate deployment id {i!r}"))
+    if _budgeted(raw.budgets):
+        for n, m in enumerate(models):
+            if m.input_cost_per_mtok is None or m.output_cost_per_mtok is None:
+                problems.append((("models", n), f"models.{n} ({m.name}): no known price for {m.model!r} and a budget "
+                                 "is configured: set input_cost_per_mtok and output_cost_per_mtok (billed at $0, "
+                                 "budgets would never charge it)"))
     names = {m.name for m in models}
     for alias, target in raw.aliases.items():
         if alias in names:
-            raise ValueError(f"alias {alias!r} has the same name as a model")
-        if not (target in names or target in raw.aliases or target == "auto"
-                or target.startswith(("tier:", "cascade"))):
-            raise ValueError(f"alias {alias!r} points to unknown model {target!r}")
-    _check_alias_loops(raw.aliases)
+            problems.append((("aliases", alias), f"alias {alias!r} has the same name as a model"))
+        elif not (target in names or target in raw.aliases or target == "auto"
+                  or target.startswith(("tier:", "cascade"))):
+            problems.append((("aliases", alias), f"alias {alias!r} points to unknown model {target!r}"
+                             + _did_you_mean(target, names | set(raw.aliases))))
+    problems += [(("aliases", a), msg) for a, msg in _alias_loops(raw.aliases)]
     for task, policy in raw.routing.auto_cascade.items():
         if policy not in raw.cascades:
-            raise ValueError(f"routing.auto_cascade.{task} names unknown cascade policy {policy!r}")
+            known = ", ".join(sorted(raw.cascades)) or "none: add a 'cascades:' section"
+            problems.append((("routing", "auto_cascade", task),
+                             f"routing.auto_cascade.{task} names unknown cascade policy {policy!r} (known: {known})"))
+    if problems:
+        raise CatalogProblems(problems)
     return Catalog(
         models=tuple(models), aliases=dict(raw.aliases), routing=raw.routing,
         reliability=raw.reliability, cascades=dict(raw.cascades), budgets=raw.budgets, source=source,
     )
 
 
-def _check_alias_loops(aliases: dict[str, str]) -> None:
+def _did_you_mean(word: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _alias_loops(aliases: dict[str, str]) -> list[tuple[str, str]]:
+    out = []
     for start in aliases:
         seen, name = set(), start
         while name in aliases:
             if name in seen:
-                raise ValueError(f"alias loop through {start!r}")
+                out.append((start, f"alias loop through {start!r}"))
+                break
             seen.add(name)
             name = aliases[name]
+    return out
+
+
+def check_files(catalog: Catalog) -> list[str]:
+    """Local model files a catalog names that do not exist (``tiergate config check``).
+    Only path-like values are checked: ``bundled:`` references and names added with
+    ``tiergate models add`` are resolved by the edge at serve time."""
+    out = []
+    for n, m in enumerate(catalog.models):
+        if m.adapter != "llama-cpp" or m.model.startswith("bundled:"):
+            continue
+        if ("/" in m.model or m.model.endswith(".gguf")) and not Path(m.model).expanduser().is_file():
+            out.append(f"models.{n} ({m.name}): model file {m.model} does not exist")
+    return out
 
 
 class CatalogError(ValueError):
@@ -230,16 +301,23 @@ def parse(text: str, *, source: str) -> Catalog:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise CatalogError(f"{source}: not valid YAML: {e}") from e
+        raise CatalogError(diagnostics.yaml_error(source, e)) from None
     if not isinstance(data, dict):
         raise CatalogError(f"{source}: expected a mapping with a 'models' list")
     try:
         return resolve(CatalogFile.model_validate(data), source=source)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
-        raise CatalogError(f"{source}: invalid catalog:\n" + "\n".join(lines)) from None
+        lines = diagnostics.validation_lines(source, text, CatalogFile, e)
+        raise CatalogError(_summary(source, lines)) from None
+    except CatalogProblems as e:
+        raise CatalogError(_summary(source, diagnostics.located(source, text, e.problems))) from None
     except ValueError as e:
         raise CatalogError(f"{source}: invalid catalog: {e}") from None
+
+
+def _summary(source: str, lines: list[str]) -> str:
+    n = len(lines)
+    return f"{source}: invalid catalog ({n} problem{'s' if n != 1 else ''}):\n" + "\n".join("  " + ln for ln in lines)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Catalog:

@@ -15,13 +15,16 @@ once a deployment has produced its first chunk; later failures belong to the cal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiergate.config.base import DIALECT_CAPABILITIES
 from tiergate.config.catalog import Catalog, ModelSpec
+from tiergate.dialects import native as native_dialects
 from tiergate.errors import (
     DeadlineExceeded,
     GatewayError,
@@ -31,10 +34,14 @@ from tiergate.errors import (
 )
 from tiergate.execution.backoff import retry_delay
 from tiergate.execution.circuit import CircuitBoard
-from tiergate.providers.base import ProviderCall
+from tiergate.providers.base import Embeds, Provider, ProviderCall, SpeaksNative
 from tiergate.providers.credentials import KeyResolver
 from tiergate.providers.registry import ProviderRegistry
+from tiergate.request import NativeBody
 from tiergate.tokens import content_tokens
+
+#: The capability a deployment needs for each native dialect (``messages_api`` -> "anthropic").
+_DIALECT_CAP = {dialect: cap for cap, dialect in DIALECT_CAPABILITIES.items()}
 
 
 @dataclass(slots=True)
@@ -65,6 +72,10 @@ class ExecResult:
     completion_tokens: int
     cost_usd: float
     latency_ms: float
+    #: The shape of ``response``: "chat" (a ``chat.completion``), "embeddings", or the native
+    #: dialect the deployment answered in ("anthropic": an Anthropic ``message``;
+    #: "responses": an OpenAI ``response``).
+    dialect: str = "chat"
 
 
 @dataclass(slots=True)
@@ -74,15 +85,37 @@ class StreamHandle:
     rest: AsyncIterator[dict[str, Any]]
     attempts: list[AttemptRecord]
     started: float = field(default_factory=time.perf_counter)
+    #: "chat" (``chat.completion.chunk`` dicts) or a native dialect's event dicts.
+    dialect: str = "chat"
 
 
-def usage_of(response: dict[str, Any], prompt_estimate: int) -> tuple[int, int]:
+def native_dialect(provider: Provider, spec: ModelSpec, native: NativeBody | None) -> str | None:
+    """The dialect to speak to ``spec``: the door's own when the deployment speaks it natively
+    (its capability says so) and its adapter can pass it through; else None (chat)."""
+    if native is None or not spec.has(_DIALECT_CAP.get(native.dialect, "")):
+        return None
+    return native.dialect if isinstance(provider, SpeaksNative) else None
+
+
+def _native_call(pc: ProviderCall, native: NativeBody) -> ProviderCall:
+    return dataclasses.replace(pc, body=native.body, operation=native.dialect,
+                               extra_headers={**pc.extra_headers, **native.headers})
+
+
+def usage_of(response: dict[str, Any], prompt_estimate: int, dialect: str = "chat") -> tuple[int, int]:
     """Token usage as the provider reported it, else an estimate (never zero for text)."""
     u = response.get("usage") or {}
-    p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+    if dialect in native_dialects.FINAL_EVENTS:
+        p, c = native_dialects.usage_tokens(dialect, u)
+    else:
+        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
     if isinstance(p, int) and isinstance(c, int):
         return p, c
+    if dialect == "embeddings":
+        return (p if isinstance(p, int) else prompt_estimate), 0
     text = 0
+    if dialect in native_dialects.FINAL_EVENTS:
+        text = content_tokens(native_dialects.answer_text(dialect, response))
     for ch in response.get("choices") or ():
         msg = ch.get("message") or {}
         text += content_tokens(msg.get("content"))
@@ -108,32 +141,63 @@ class Executor:
         self._rng = rng or random.Random()
 
     async def execute(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
-                      *, prompt_estimate: int = 0) -> ExecResult:
-        """Non-streaming: walk the chain until one deployment answers."""
+                      *, prompt_estimate: int = 0, operation: str = "chat",
+                      native: NativeBody | None = None) -> ExecResult:
+        """Non-streaming: walk the chain until one deployment answers. ``operation``
+        "embeddings" calls the adapters' ``embed``; with a ``native`` body, a deployment
+        that speaks its dialect gets that body instead of the chat ``body``."""
         t0 = time.perf_counter()
 
-        async def call(spec: ModelSpec, pc: ProviderCall) -> dict[str, Any]:
-            return await self.registry.get(spec.adapter).complete(pc)
+        async def call(spec: ModelSpec, pc: ProviderCall) -> tuple[str, dict[str, Any]]:
+            provider = self.registry.get(spec.adapter)
+            if operation == "embeddings":
+                if not isinstance(provider, Embeds):
+                    raise UpstreamUnavailable(f"{spec.deployment_id}: adapter {spec.adapter!r} cannot embed")
+                return "embeddings", await provider.embed(dataclasses.replace(pc, operation="embeddings"))
+            dialect = native_dialect(provider, spec, native)
+            if dialect is not None:
+                assert native is not None
+                return dialect, await provider.native(_native_call(pc, native))  # type: ignore[attr-defined]
+            return "chat", await provider.complete(pc)
 
-        spec, response, attempts = await self._walk(candidates, body, ctx, call)
-        p, c = usage_of(response, prompt_estimate)
+        spec, (dialect, response), attempts = await self._walk(candidates, body, ctx, call)
+        p, c = usage_of(response, prompt_estimate, dialect)
         return ExecResult(response=response, deployment=spec, attempts=attempts, prompt_tokens=p,
                           completion_tokens=c, cost_usd=spec.cost_usd(p, c),
-                          latency_ms=(time.perf_counter() - t0) * 1000)
+                          latency_ms=(time.perf_counter() - t0) * 1000, dialect=dialect)
 
-    async def open_stream(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext) -> StreamHandle:
-        """Streaming: walk the chain until one deployment yields its first chunk."""
+    async def open_stream(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
+                          *, native: NativeBody | None = None) -> StreamHandle:
+        """Streaming: walk the chain until one deployment yields its first chunk (or, in a
+        native dialect, its first event)."""
 
-        async def call(spec: ModelSpec, pc: ProviderCall) -> tuple[dict[str, Any] | None, AsyncIterator[dict[str, Any]]]:
-            it = self.registry.get(spec.adapter).stream(pc).__aiter__()
+        async def call(spec: ModelSpec, pc: ProviderCall) -> tuple[str, dict[str, Any] | None, AsyncIterator]:
+            provider = self.registry.get(spec.adapter)
+            dialect = native_dialect(provider, spec, native)
+            if dialect is not None:
+                assert native is not None
+                it = provider.native_stream(_native_call(pc, native)).__aiter__()  # type: ignore[attr-defined]
+            else:
+                it = provider.stream(pc).__aiter__()
             try:
                 first = await it.__anext__()
             except StopAsyncIteration:
                 first = None
-            return first, it
+            return dialect or "chat", first, it
 
-        spec, (first, rest), attempts = await self._walk(candidates, body, ctx, call)
-        return StreamHandle(deployment=spec, first=first, rest=rest, attempts=attempts)
+        spec, (dialect, first, rest), attempts = await self._walk(candidates, body, ctx, call)
+        return StreamHandle(deployment=spec, first=first, rest=rest, attempts=attempts, dialect=dialect)
+
+    async def count_tokens(self, spec: ModelSpec, native: NativeBody) -> dict[str, Any] | None:
+        """``spec``'s own count of a native body's input tokens, if its adapter can count."""
+        provider = self.registry.get(spec.adapter)
+        counter = getattr(provider, "count_tokens", None)
+        if native_dialect(provider, spec, native) is None or counter is None:
+            return None
+        rel = self.catalog.reliability
+        pc = ProviderCall(deployment=spec, body={}, timeout_s=spec.timeout_s or rel.attempt_timeout_s,
+                          api_key=self.keys(spec), extra_headers=dict(spec.extra_headers))
+        return await counter(_native_call(pc, native))
 
     async def _walk(self, candidates: Sequence[ModelSpec], body: dict[str, Any], ctx: CallContext,
                     call: Callable[[ModelSpec, ProviderCall], Awaitable[Any]]) -> tuple[ModelSpec, Any, list[AttemptRecord]]:

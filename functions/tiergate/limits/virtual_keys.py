@@ -101,7 +101,8 @@ class KeyService:
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self.cache = KeyCache(cache_ttl_s)
+        # The cache reads the same clock, so a test (or a caller) controls its window too.
+        self.cache = KeyCache(cache_ttl_s, clock=clock)
 
     async def create(self, spec: KeyCreate) -> tuple[VirtualKey, str]:
         """Returns the record and the secret (shown once; only its hash is kept)."""

@@ -26,6 +26,10 @@ class ProviderCall:
     timeout_s: float
     api_key: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: What ``body`` is: "chat" (the contract above), "embeddings" (an OpenAI embeddings
+    #: body without ``model``), or a native dialect ("anthropic": an Anthropic Messages body
+    #: without ``model``/``stream``; "responses": an OpenAI Responses body).
+    operation: str = "chat"
 
 
 @runtime_checkable
@@ -42,3 +46,28 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    """Optional: an adapter that creates embeddings (``/v1/embeddings``)."""
+
+    async def embed(self, call: ProviderCall) -> dict[str, Any]:
+        """An OpenAI embeddings ``list`` with float vectors (``data[i].embedding``) and
+        ``usage.prompt_tokens``; ``call.body`` has ``input`` (and ``dimensions``...)."""
+        ...
+
+
+@runtime_checkable
+class SpeaksNative(Protocol):
+    """Optional: an adapter that passes a door's own body to a deployment that speaks that
+    API natively (its capabilities say which: ``messages_api``, ``responses_api``).
+
+    ``call.operation`` names the dialect; the body goes upstream unchanged (only ``model``
+    is set to the deployment's) and the answer comes back in the same dialect: an
+    Anthropic ``message`` / an OpenAI ``response``, or their stream events as dicts (each
+    with its ``type``). Failures are the same :mod:`tiergate.errors` classes as ``complete``."""
+
+    async def native(self, call: ProviderCall) -> dict[str, Any]: ...
+
+    def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]: ...

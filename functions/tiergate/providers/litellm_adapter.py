@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from tiergate import errors
+from tiergate.config.catalog import ModelSpec
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import (
     error_for_status,
@@ -30,6 +31,7 @@ from tiergate.providers.error_mapping import (
     interrupted,
     parse_retry_after,
 )
+from tiergate.providers.passthrough import NativeWire, PassesThrough, PooledSession
 
 # Parameters we set ourselves; a caller's copy in ``body`` must not override them.
 _RESERVED = frozenset({"model", "stream", "stream_options", "api_base", "base_url", "api_key", "timeout",
@@ -46,12 +48,21 @@ def _import_litellm() -> ModuleType:
     return litellm
 
 
-class LiteLLMProvider:
+class LiteLLMProvider(PassesThrough):
     """Provider over ``litellm.acompletion``; litellm is imported on the first call."""
 
     def __init__(self) -> None:
         self._litellm: ModuleType | None = None
         self._classes: tuple[tuple[type[BaseException], str], ...] = ()
+        # Anthropic's and OpenAI's own APIs are reached natively (Messages, Responses) by a
+        # plain POST, not through litellm: see tiergate.providers.passthrough for why.
+        self._pool = PooledSession()
+        self._wire = NativeWire(self._pool, bearer_auth=False, upstream_model=_provider_model)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether litellm has been imported by this provider (prewarm or a first call)."""
+        return self._litellm is not None
 
     def warm(self) -> None:
         """Import litellm now (at init under Lambda SnapStart, where it is snapshotted)."""
@@ -120,6 +131,28 @@ class LiteLLMProvider:
                 raise interrupted(dep_id, e, n) from e
             raise self._translate(e, dep_id) from e
 
+    async def embed(self, call: ProviderCall) -> dict[str, Any]:
+        """``litellm.aembedding`` (OpenAI, Cohere, Bedrock, Gemini, Voyage, ...), floats out."""
+        lib = self._lib()
+        dep = call.deployment
+        kw = {k: v for k, v in call.body.items() if k not in _RESERVED and k != "encoding_format"}
+        kw.update(model=dep.model, timeout=call.timeout_s, num_retries=0, max_retries=0, drop_params=True)
+        if dep.api_base:
+            kw["api_base"] = dep.api_base
+        if call.api_key:
+            kw["api_key"] = call.api_key
+        headers = {**dep.extra_headers, **call.extra_headers}
+        if headers:
+            kw["extra_headers"] = headers
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                resp = await lib.aembedding(**kw)
+        except Exception as e:  # noqa: BLE001 - translated by type
+            raise self._translate(e, dep.deployment_id) from e
+        out = resp.model_dump()
+        out["data"] = [d if isinstance(d, dict) else dict(d) for d in out.get("data") or ()]
+        return out
+
     def _translate(self, exc: BaseException, dep_id: str) -> errors.UpstreamError:
         """litellm (or asyncio/httpx) exception -> gateway error, by exception type."""
         if isinstance(exc, errors.UpstreamError):
@@ -170,8 +203,13 @@ class LiteLLMProvider:
         return errors.UpstreamServerError(text, **details)
 
     async def aclose(self) -> None:
-        # litellm owns its HTTP clients (cached per provider/api_base); nothing of ours to close.
-        return None
+        # litellm owns its HTTP clients (cached per provider/api_base); ours is the native pool.
+        await self._pool.aclose()
+
+
+def _provider_model(spec: ModelSpec) -> str:
+    """The provider's own model name: ``anthropic/claude-x`` -> ``claude-x``."""
+    return spec.upstream_model or spec.model.split("/", 1)[-1]
 
 
 def _transport_cause(exc: BaseException) -> BaseException | None:

@@ -27,6 +27,7 @@ from tiergate import errors
 from tiergate.providers import error_mapping
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
+from tiergate.providers.passthrough import NativeWire, PassesThrough
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -50,7 +51,7 @@ def error_for_transport(exc: BaseException, deployment: str) -> errors.UpstreamE
 # --- the provider --------------------------------------------------------------------
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(PassesThrough):
     """Provider over one pooled :class:`aiohttp.ClientSession` (HTTP/1.1 keep-alive).
 
     aiohttp (C HTTP parser, no anyio layer) costs about a quarter of the client CPU per
@@ -68,6 +69,8 @@ class OpenAICompatProvider:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._urls: dict[str | None, str] = {}
+        # Endpoints declaring messages_api/responses_api (another tiergate, say) take a bearer key.
+        self._wire = NativeWire(self._http, bearer_auth=True, upstream_model=lambda d: d.wire_model)
 
     def _http(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -80,14 +83,15 @@ class OpenAICompatProvider:
             self._loop = loop
         return self._session
 
-    def _url(self, api_base: str | None) -> str:
-        hit = self._urls.get(api_base)
+    def _url(self, api_base: str | None, path: str = "/chat/completions") -> str:
+        key = api_base if path == "/chat/completions" else f"{api_base}{path}"
+        hit = self._urls.get(key)
         if hit is None:
-            full = (api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
+            full = (api_base or DEFAULT_API_BASE).rstrip("/") + path
             parts = urllib.parse.urlsplit(full)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise errors.UpstreamUnavailable(f"api_base {api_base!r} is not an http(s) URL", api_base=api_base)
-            hit = self._urls[api_base] = full
+            hit = self._urls[key] = full
         return hit
 
     def _request(self, call: ProviderCall, stream: bool) -> tuple[str, bytes, dict[str, str]]:
@@ -159,6 +163,32 @@ class OpenAICompatProvider:
                 yield chunk
         finally:
             resp.release()
+
+    # --- optional parts of the contract: embeddings, native passthrough ------------------
+
+    async def embed(self, call: ProviderCall) -> dict[str, Any]:
+        """``POST {api_base}/embeddings`` (floats asked for; the door encodes base64)."""
+        dep = call.deployment
+        body = {**call.body, "model": dep.wire_model, "encoding_format": "float"}
+        headers = {"content-type": "application/json", "accept-encoding": "identity", "user-agent": USER_AGENT,
+                   **({"authorization": "Bearer " + call.api_key} if call.api_key else {}),
+                   **dep.extra_headers, **call.extra_headers}
+        try:
+            async with self._http().post(self._url(dep.api_base, "/embeddings"), data=orjson.dumps(body),
+                                         headers=headers, timeout=self._timeout(call.timeout_s, False)) as resp:
+                status, raw = resp.status, await resp.read()
+        except _TRANSPORT_ERRORS as e:
+            raise error_for_transport(e, dep.deployment_id) from e
+        if status >= 400:
+            raise error_for_status(status, resp.headers, raw, dep.deployment_id)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        if type(data) is not dict or not isinstance(data.get("data"), list):
+            raise errors.UpstreamServerError(f"{dep.deployment_id}: upstream embeddings answer has no 'data'",
+                                             deployment=dep.deployment_id, upstream_status=status)
+        return data
 
     async def aclose(self) -> None:
         session, loop = self._session, self._loop

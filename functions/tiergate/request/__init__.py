@@ -25,12 +25,31 @@ NOT_UPSTREAM = ("model", "stream", "stream_options")
 #: Headers that steer tiergate are the ``x-tiergate-*`` family.
 HINT_PREFIX = "x-tiergate-"
 
-__all__ = ["GatewayRequest", "ModelRef", "RequestNeeds", "TaskProfile", "hints_of"]
+__all__ = ["GatewayRequest", "ModelRef", "NativeBody", "RequestNeeds", "TaskProfile", "hints_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeBody:
+    """A door's own body, kept for deployments that speak the door's API natively.
+
+    The Anthropic Messages door keeps the Messages body (and the ``anthropic-version`` /
+    ``anthropic-beta`` headers) here beside the translated chat body: a deployment whose
+    capabilities include the dialect's API (``messages_api``) is sent this body unchanged
+    -- thinking blocks, ``cache_control`` and beta fields survive -- and every other
+    deployment the chat body. Planning, admission and settlement are the same either way."""
+
+    #: "anthropic" (Messages) or "responses" (OpenAI Responses).
+    dialect: str
+    #: The door's validated body without ``model`` and ``stream`` (the adapter sets those).
+    body: dict[str, Any]
+    #: Request headers forwarded to a native deployment, lowercased.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class GatewayRequest:
-    #: The front door that received it ("chat", "generate", "code", "messages", "responses").
+    #: The front door that received it ("chat", "generate", "code", "messages", "responses",
+    #: "completions", "embeddings").
     door: str
     ref: ModelRef
     #: The OpenAI chat body as the door produced it (``model``, ``stream`` included).
@@ -46,12 +65,17 @@ class GatewayRequest:
     task_hint: str | None = None
     idempotency_key: str | None = None
     keywords: Mapping[str, Sequence[str]] = field(default_factory=dict, repr=False)
+    #: "chat" (every door translating to chat) or "embeddings" (``body`` is an OpenAI
+    #: embeddings body; the plan only considers deployments with the ``embeddings`` capability).
+    operation: str = "chat"
+    #: The door's own body for deployments that speak its API natively (see :class:`NativeBody`).
+    native: NativeBody | None = None
 
     @classmethod
     def from_chat(cls, body: dict[str, Any], *, aliases: Mapping[str, str], default_model: str,
                   keywords: Mapping[str, Sequence[str]] | None = None, door: str = "chat",
                   hints: Mapping[str, str] | None = None, task_hint: str | None = None,
-                  idempotency_key: str | None = None) -> GatewayRequest:
+                  idempotency_key: str | None = None, native: NativeBody | None = None) -> GatewayRequest:
         """Parse a (validated) OpenAI chat body. Raises the gateway's 4xx errors for a bad
         ``model``; everything else about the body was checked by the door."""
         ref = ModelRef.parse(body.get("model"), aliases=aliases, default=default_model)
@@ -62,8 +86,20 @@ class GatewayRequest:
             needs=needs_of(body), stream=bool(body.get("stream")),
             include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
             hints=dict(hints or {}), task_hint=task_hint, idempotency_key=idempotency_key,
-            keywords=keywords or {},
+            keywords=keywords or {}, native=native,
         )
+
+    @classmethod
+    def from_embeddings(cls, body: dict[str, Any], *, aliases: Mapping[str, str], default_model: str,
+                        prompt_tokens: int, hints: Mapping[str, str] | None = None,
+                        idempotency_key: str | None = None) -> GatewayRequest:
+        """Parse a (validated) OpenAI embeddings body; ``prompt_tokens`` is the door's estimate
+        of its input. It needs the ``embeddings`` capability and produces no output tokens."""
+        ref = ModelRef.parse(body.get("model"), aliases=aliases, default=default_model)
+        needs = RequestNeeds(prompt_tokens=prompt_tokens, max_output_tokens=0,
+                             capabilities=frozenset({"embeddings"}))
+        return cls(door="embeddings", ref=ref, body=body, upstream={k: v for k, v in body.items() if k != "model"},
+                   needs=needs, hints=dict(hints or {}), idempotency_key=idempotency_key, operation="embeddings")
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ class RequestNeeds:
     capabilities: frozenset[str]
 
     def output_reserve(self) -> int:
-        return self.max_output_tokens or DEFAULT_OUTPUT_RESERVE
+        # 0 is a real bound (embeddings produce no output tokens); None means unbounded.
+        return DEFAULT_OUTPUT_RESERVE if self.max_output_tokens is None else self.max_output_tokens
 
 
 def needs_of(body: Mapping[str, Any]) -> RequestNeeds:

@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 from tiergate.config.base import MAX_TIER
 from tiergate.config.catalog import Catalog, ModelSpec
-from tiergate.errors import ContextWindowExceeded, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.errors import (
+    CapabilityUnsupported,
+    ContextWindowExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    NoRouteAvailable,
+    PermissionDenied,
+)
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest
 from tiergate.request.classify import TaskProfile
@@ -84,6 +91,9 @@ class Router:
         """The plan for one request; ``max_tier`` is the budget's tier ceiling, known before planning."""
         ref, needs = req.ref, req.needs
         if ref.kind == "cascade":
+            if req.operation != "chat":
+                raise InvalidRequest(f"'{ref.requested}' scores chat answers; {req.operation} cannot cascade",
+                                     param="model")
             return self._cascade_plan(req, ref.policy or "default")
         if ref.kind == "auto":
             return self._auto_plan(req, principal, max_tier)
@@ -112,13 +122,19 @@ class Router:
 
     def _auto_plan(self, req: GatewayRequest, principal: Principal, max_tier: int | None) -> RoutePlan:
         task = req.task
-        policy = self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
+        policy = (self.catalog.routing.auto_cascade.get(task.task_type)  # type: ignore[arg-type]
+                  if req.operation == "chat" else None)
         if policy:
             return RoutePlan(mode="cascade", requested=req.ref.requested, task=task, needs=req.needs,
                              cascade_policy=policy,
                              reason=f"auto: task={task.task_type} difficulty={task.difficulty} -> cascade '{policy}'")
-        wanted = auto_tier(self.catalog, task)
-        why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
+        if req.operation == "embeddings":
+            # No task to classify: the cheapest embedding model wins.
+            wanted = self.catalog.tiers()[0]
+            why = f"auto: embeddings -> cheapest tier {wanted}"
+        else:
+            wanted = auto_tier(self.catalog, task)
+            why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
         plan = self._tier_plan(req.ref.requested, wanted, principal, req.needs, max_tier, why=why)
         return RoutePlan(**{**_fields(plan), "task": task})
 
@@ -143,7 +159,8 @@ class Router:
             raise self._nothing_fits(requested, needs, skipped)
         notes = [why]
         if first != tier:
-            notes.append(f"tier {tier} had no usable deployment; using tier {first}")
+            why_not = "; ".join(f"{d}: {w}" for d, w in skipped if self.catalog.by_id[d].tier == tier)
+            notes.append(f"tier {tier} had no usable deployment ({why_not or 'none configured'}); using tier {first}")
         if max_tier is not None and tier > max_tier:
             notes.append(f"capped at tier {max_tier} by budget")
         notes.append(f"chose {chain[0].name}")
@@ -154,6 +171,10 @@ class Router:
                     needs: RequestNeeds, max_tier: int | None) -> RoutePlan:
         if not any(principal.may_use(s) for s in group):
             raise PermissionDenied(f"This key may not use model '{requested}'", param="model")
+        embeds = "embeddings" in needs.capabilities
+        if all(s.has("embeddings") != embeds for s in group):
+            raise InvalidRequest(f"The model '{requested}' is an embedding model: use /v1/embeddings" if not embeds
+                                 else f"The model '{requested}' does not create embeddings", param="model")
         own, skipped = self._filter(group, principal, needs)
         tier = group[0].tier
         if max_tier is not None and tier > max_tier:
@@ -187,6 +208,9 @@ class Router:
             why: str | None = None
             if not principal.may_use(s):
                 why = "not allowed for this key"
+            elif ("embeddings" in needs.capabilities) != s.has("embeddings"):
+                # Embedding models answer embeddings requests only, and only they do.
+                why = "an embedding model" if s.has("embeddings") else "not an embedding model"
             elif (missing := needs.capabilities - (s.capabilities or frozenset())):
                 why = f"lacks {', '.join(sorted(missing))}"
             elif s.context_window and needs.prompt_tokens + needs.output_reserve() > s.context_window * (1 - headroom):
@@ -199,6 +223,19 @@ class Router:
                 ok.append(s)
         return ok, skipped
 
+    def _missing_capabilities(self, needs: RequestNeeds, skipped: list[tuple[str, str]]) -> list[str]:
+        """The capabilities that make this a client error: no deployment in the catalog has
+        them, or every deployment considered was skipped only for lacking them."""
+        if not needs.capabilities:
+            return []
+        if not any(needs.capabilities <= (s.capabilities or frozenset()) for s in self.catalog.models):
+            return sorted(c for c in needs.capabilities
+                          if not any(s.has(c) for s in self.catalog.models)) or sorted(needs.capabilities)
+        if skipped and all(w.startswith("lacks ") for _, w in skipped):
+            lacking = {c.strip() for _, w in skipped for c in w.removeprefix("lacks ").split(",")}
+            return sorted(lacking)
+        return []
+
     def _order(self, specs: list[ModelSpec]) -> list[ModelSpec]:
         if len(specs) > 1:
             # Weighted shuffle (load balancing across a group's deployments).
@@ -207,12 +244,22 @@ class Router:
 
     def _nothing_fits(self, requested: str, needs: RequestNeeds, skipped: list[tuple[str, str]]) -> Exception:
         details = {"skipped": [{"deployment": d, "why": w} for d, w in skipped]}
+        missing = self._missing_capabilities(needs, skipped)
+        if missing:
+            return CapabilityUnsupported(
+                f"No model available for '{requested}' supports {', '.join(missing)} "
+                f"(asked by the request's {_PARAM_OF.get(missing[0], missing[0])})",
+                param=_PARAM_OF.get(missing[0]), missing=missing, **details)
         if skipped and all(w.startswith("context") for _, w in skipped):
             return ContextWindowExceeded(
                 f"The prompt (~{needs.prompt_tokens} tokens) plus {needs.output_reserve()} output tokens fits no "
                 f"model available for '{requested}'", param="messages", **details)
         why = "; ".join(f"{d}: {w}" for d, w in skipped[:6]) or "no models configured"
         return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
+
+
+#: The request field that asks for each capability (the error's ``param``).
+_PARAM_OF = {"tools": "tools", "json": "response_format", "json_schema": "response_format", "vision": "messages"}
 
 
 def auto_tier(catalog: Catalog, task: TaskProfile) -> int:

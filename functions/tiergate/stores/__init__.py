@@ -13,7 +13,7 @@ def table_names(settings: Settings) -> dict[str, str]:
     """Logical table -> physical DynamoDB table name (set by CDK through the environment)."""
     return {"keys": settings.table_keys, "budgets": settings.table_budgets,
             "ratelimits": settings.table_ratelimits, "usage": settings.table_usage,
-            "idempotency": settings.table_idempotency}
+            "idempotency": settings.table_idempotency, "responses": settings.table_responses}
 
 
 def open_store(settings: Settings, *, create_tables: bool = False) -> RecordStore:

@@ -8,7 +8,7 @@ Two kinds of data:
   expiry). :meth:`RecordStore.bump` adds to several counters *all or nothing*, each
   guarded by "``used`` before the add is at most ``max_before``" -- the caller computes
   ``max_before = limit - amount`` because DynamoDB conditions allow no arithmetic.
-* **Records** (tables ``keys``, ``usage``, ``idempotency``): flat dicts with ``pk``/``sk``
+* **Records** (tables ``keys``, ``usage``, ``idempotency``, ``responses``): flat dicts with ``pk``/``sk``
   (strings), optional ``expires_at`` (epoch seconds, the TTL attribute), optional
   ``tenant``/``ts`` (the usage table's ``by_tenant`` index). Writes take a :class:`Cond`.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Logical table names; each store maps them to its physical tables.
-TABLES: tuple[str, ...] = ("keys", "budgets", "ratelimits", "usage", "idempotency")
+TABLES: tuple[str, ...] = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses")
 COUNTER_TABLES: tuple[str, ...] = ("budgets", "ratelimits")
 
 

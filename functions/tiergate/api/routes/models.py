@@ -19,8 +19,10 @@ def _entries(services: ServicesDep, principal: PrincipalDep) -> list[dict[str, A
         if not any(principal.may_use(s) for s in group):
             continue
         why = [services.availability(s) for s in group]
+        caps = sorted(set().union(*(s.capabilities or () for s in group)))
         out.append({"id": name, "object": "model", "created": 0, "owned_by": "tiergate",
-                    "tier": group[0].tier, "deployments": len(group),
+                    "tier": group[0].tier, "deployments": len(group), "capabilities": caps,
+                    "embeddings": "embeddings" in caps,
                     "available": any(w is None for w in why),
                     "unavailable_reason": None if any(w is None for w in why) else why[0]})
     for alias, target in cat.aliases.items():

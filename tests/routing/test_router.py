@@ -1,0 +1,99 @@
+"""The Router as a pure function of the request, the catalog and injected views
+(availability, circuits, seeded randomness): no server, no network."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from tiergate.config import catalog as catalog_mod
+from tiergate.errors import ContextWindowExceeded, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.limits.admission import Principal
+from tiergate.request import GatewayRequest
+from tiergate.routing.plan import Router
+
+CATALOG = """
+models:
+  - {name: local, model: openai/l, adapter: openai-compatible, tier: 0, api_base: "http://x", context_window: 1000,
+     capabilities: [json]}
+  - {name: fast, model: openai/f1, adapter: openai-compatible, tier: 1, api_base: "http://x", weight: 3,
+     capabilities: [json]}
+  - {name: fast, model: openai/f2, adapter: openai-compatible, tier: 1, api_base: "http://x", weight: 1,
+     capabilities: [json]}
+  - {name: mid, model: openai/m, adapter: openai-compatible, tier: 2, api_base: "http://x"}
+  - {name: top, model: openai/t, adapter: openai-compatible, tier: 3, api_base: "http://x",
+     capabilities: [tools, json, vision]}
+aliases: {writer: mid}
+routing: {fallback_up_tiers: 1}
+"""
+ME = Principal(key_id="k", is_master=True)
+
+
+@pytest.fixture
+def cat():
+    return catalog_mod.parse(CATALOG, source="t")
+
+
+def req(cat, model="auto", content="What is the capital of France?", **body):
+    b = {"model": model, "messages": [{"role": "user", "content": content}], **body}
+    return GatewayRequest.from_chat(b, aliases=cat.aliases, default_model="auto", keywords=cat.routing.keywords)
+
+
+def test_tier_plan_has_the_fallback_chain_up_one_tier(cat):
+    plan = Router(cat, rng=random.Random(1)).plan(req(cat, "tier:1"), ME)
+    assert [c.deployment_id for c in plan.candidates][:2] in (["fast#1", "fast#2"], ["fast#2", "fast#1"])
+    assert [c.tier for c in plan.candidates] == [1, 1, 2] and plan.tier == 1
+
+
+def test_weighted_shuffle_follows_the_weights(cat):
+    router = Router(cat, rng=random.Random(42))
+    first = Counter(router.plan(req(cat, "fast"), ME).candidates[0].deployment_id for _ in range(4000))
+    share = first["fast#1"] / 4000
+    assert 0.70 < share < 0.80  # weight 3 of 4
+
+
+def test_open_circuits_go_last(cat):
+    router = Router(cat, rng=random.Random(3), circuit_open=lambda s: s.deployment_id == "fast#1")
+    for _ in range(20):
+        ids = [c.deployment_id for c in router.plan(req(cat, "tier:1"), ME).candidates]
+        assert ids.index("fast#1") > ids.index("fast#2")
+
+
+def test_capabilities_context_and_availability_filter(cat):
+    router = Router(cat, rng=random.Random(0), available=lambda s: "no key" if s.name == "mid" else None)
+    plan = router.plan(req(cat, "tier:0", tools=[{"type": "function", "function": {"name": "f"}}]), ME)
+    assert plan.tier == 3 and plan.candidates[0].name == "top"  # only top has tools; mid has no key
+    assert ("local", "lacks tools") in plan.skipped and ("mid", "no key") in plan.skipped
+    long = "word " * 5000
+    assert router.plan(req(cat, "tier:0", content=long), ME).tier == 1
+    with pytest.raises(NoRouteAvailable, match="local: context 1000 too small"):
+        Router(cat, available=lambda s: None if s.name == "local" else "off").plan(req(cat, "tier:0", content=long), ME)
+    only_local = catalog_mod.parse(CATALOG.split("  - {name: fast")[0], source="t")
+    with pytest.raises(ContextWindowExceeded):  # every candidate was too small: a 400, not a 503
+        Router(only_local).plan(req(only_local, "tier:0", content=long), ME)
+
+
+def test_the_budget_ceiling_caps_the_tier(cat):
+    router = Router(cat, rng=random.Random(0))
+    plan = router.plan(req(cat, "tier:3"), ME, max_tier=1)
+    assert plan.tier == 1 and "capped at tier 1 by budget" in plan.reason
+    plan = router.plan(req(cat, "writer"), ME, max_tier=1)
+    assert plan.tier == 1 and "downgraded" in plan.reason
+
+
+def test_auto_classifies_once_and_picks_the_task_tier(cat):
+    r = req(cat, "auto", "Write a Python function that reverses a list")
+    plan = Router(cat, rng=random.Random(0)).plan(r, ME)
+    assert plan.task is r.task and plan.task.task_type == "coding" and plan.tier == 0
+
+
+def test_keys_and_names(cat):
+    router = Router(cat)
+    with pytest.raises(ModelNotFound):
+        router.plan(req(cat, "nope"), ME)
+    with pytest.raises(PermissionDenied):
+        router.plan(req(cat, "top"), Principal(key_id="k", allowed_tiers=frozenset({0, 1})))
+    with pytest.raises(NoRouteAvailable):
+        Router(cat, available=lambda s: "off").plan(req(cat, "tier:1"), ME)
