@@ -62,7 +62,7 @@ FORBIDDEN_TOP_LEVEL = (
     "llama_cpp", "torch", "pytest", "_pytest", "pluggy", "moto", "boto3", "botocore", "s3transfer",
 )
 #: Removed after install (with their dist-info), each because nothing the gateway runs loads it:
-#: - boto3, botocore, s3transfer: the Lambda python3.12 runtime ships them (~27 MB of sources);
+#: - boto3, botocore, s3transfer: the Lambda python3.12 runtime ships them (~23 MB with bytecode);
 #: - bin: console scripts;
 #: - tokenizers (11 MB .so), huggingface_hub (7 MB), fsspec (huggingface_hub's file systems),
 #:   hf_xet (its Xet downloader): LiteLLM needs Hugging Face tokenizers only in
