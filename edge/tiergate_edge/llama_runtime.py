@@ -53,6 +53,10 @@ _DONE = object()
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer directly and concisely."
 
 
+class _Cancelled(Exception):
+    """Raised from the sampling loop when the request was cancelled."""
+
+
 @dataclass(frozen=True, slots=True)
 class LocalModel:
     """A resolved llama-cpp deployment: what to load and how."""
@@ -263,9 +267,19 @@ class LlamaRuntime:
         out = Generation()
         parts: list[str] = []
         t0 = time.perf_counter()
+        def stop_when_cancelled(input_ids: Any, scores: Any) -> Any:
+            # Runs inside llama.cpp's sampling loop, once per token, even while the library
+            # holds output back (stop-sequence or UTF-8 boundaries) and yields nothing: the
+            # only place a cancel is seen within one token whatever the text looks like.
+            if cancelled.is_set():
+                raise _Cancelled
+            return scores
+
+        processors = llama_cpp.LogitsProcessorList([*(kwargs.pop("logits_processor", None) or ()),
+                                                    stop_when_cancelled])
         with self._use(lm) as llm:
             try:
-                gen = llm.create_chat_completion(**kwargs, stream=True)
+                gen = llm.create_chat_completion(**kwargs, logits_processor=processors, stream=True)
                 try:
                     for chunk in gen:
                         choice = chunk["choices"][0] if chunk.get("choices") else {}
@@ -284,6 +298,8 @@ class LlamaRuntime:
                         if cancelled.is_set():
                             out.cancelled = True
                             break
+                except _Cancelled:
+                    out.cancelled = True
                 finally:
                     gen.close()
             except ValueError as e:  # prompt beyond n_ctx, a grammar llama.cpp rejects
