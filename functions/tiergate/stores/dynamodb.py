@@ -60,7 +60,11 @@ def make_client(endpoint_url: str | None = None, region: str | None = None, *, p
 
 def create_tables(client: Any, names: dict[str, str]) -> None:
     """Create the tables (logical name -> physical name) if missing; dev and tests only."""
-    existing = set(client.list_tables().get("TableNames", []))
+    # list_tables answers at most 100 names a page: read every page, or a table past the
+    # first page looks missing and its CreateTable fails with ResourceInUseException.
+    existing: set[str] = set()
+    for page in client.get_paginator("list_tables").paginate():
+        existing.update(page.get("TableNames", []))
     for logical, name in names.items():
         if name in existing:
             continue
@@ -77,7 +81,12 @@ def create_tables(client: Any, names: dict[str, str]) -> None:
                 "IndexName": "by_tenant", "Projection": {"ProjectionType": "ALL"},
                 "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"},
                               {"AttributeName": "ts", "KeyType": "RANGE"}]}]
-        client.create_table(**spec)
+        try:
+            client.create_table(**spec)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise
+            # another process created it between our listing and our create: it exists
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
         try:
             client.update_time_to_live(TableName=name, TimeToLiveSpecification={
