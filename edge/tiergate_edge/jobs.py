@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tiergate.stores.files import private_dir, private_file
+
 Status = Literal["queued", "running", "done", "failed"]
 
 _SCHEMA = """
@@ -95,7 +97,7 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # queued requests (prompts, answers): 0600, dir 0700
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -212,7 +214,7 @@ def lock_queue_file(path: Path) -> int:
     import os
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(str(path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,6 +21,7 @@ from typing import Any
 
 from tiergate.config.adapters import LLAMA_CPP
 from tiergate.limits.admission import Admission, AdmissionRequest, Outcome, Principal, Ticket
+from tiergate.stores.files import private_file
 from tiergate_edge.background import WakeLoop
 from tiergate_edge.cloud_client import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
@@ -30,7 +31,7 @@ log = logging.getLogger("tiergate.edge.usage")
 
 class UsageOutbox:
     def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # usage records waiting for the cloud: 0600, dir 0700
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.cache.semantic import Candidate
+from tiergate.stores.files import private_file
 
 INSTALL_HINT = "pip install 'tiergate[semantic]' (apsw, sqlite-vec)"
 
@@ -43,7 +44,7 @@ class SqliteVecIndex:
 
         self.path = str(path)
         if self.path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # prompts' embeddings and cached answers: 0600, dir 0700
         self._db = apsw.Connection(self.path)
         self._db.enable_load_extension(True)
         self._db.load_extension(sqlite_vec.loadable_path())

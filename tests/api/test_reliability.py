@@ -94,6 +94,7 @@ def test_circuit_opens_skips_and_half_opens(client, gw, sim):
     raw = client.chat.completions.with_raw_response.create(model="fast", messages=[{"role": "user", "content": "x"}])
     assert raw.headers["x-tiergate-model"] == "fast-b"
     assert len(sim.requests(model="fast-a")) == n  # open: not called at all
+    assert raw.headers["x-tiergate-attempts"] == "1"  # the skipped open circuit is no attempt
     # After the cooldown one probe goes through; its success closes the circuit.
     sim.set_default("fast-a", None)
     import time

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiergate.cache.store import Entry
+from tiergate.stores.files import private_file
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class SqliteExactStore:
     def __init__(self, path: str | Path, *, max_total_bytes: int = 256 * 1024 * 1024) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # cached answers are the tenants' data: 0600, dir 0700
         self.max_total_bytes = max_total_bytes
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-cache")
         self._local = threading.local()

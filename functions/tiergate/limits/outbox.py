@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tiergate.stores.base import Correction, CounterKey, Settlement
+from tiergate.stores.files import private_file
 
 Payload = dict[str, Any]
 
@@ -43,7 +44,7 @@ def decode(p: Payload) -> tuple[list[Settlement], list[Correction], list[tuple[s
 
 class Outbox:
     def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # pending usage records: nobody else's business (0600, dir 0700)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiergate-outbox")
         self._db = self._pool.submit(self._open, str(path)).result()
 

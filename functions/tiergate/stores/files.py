@@ -14,12 +14,20 @@ from pathlib import Path
 
 
 def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (and parents) if missing; a directory this call creates is 0700."""
+    """Create ``path`` (and parents) if missing; every directory this call creates is 0700."""
     p = Path(path)
-    if not p.exists():
-        p.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(p, 0o700)  # mkdir's mode is masked by the umask
+    missing = []
+    for d in (p, *p.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    # Top-down, one at a time: ``mkdir(parents=True)`` gives the parents it makes the
+    # umask's mode (0755), so a nested data dir would sit in a world-readable one.
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+            with contextlib.suppress(OSError):
+                os.chmod(d, 0o700)  # mkdir's mode is masked by the umask
     return p
 
 
