@@ -17,9 +17,12 @@ from tiergate.settings import Settings
 from tiergate.stores.sqlite import SqliteStore
 
 
-def cli(tmp_path, *args: str) -> subprocess.CompletedProcess:
+def cli(tmp_path, *args: str, master_key: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIERGATE_STORE": "sqlite", "TIERGATE_SQLITE_PATH": str(tmp_path / "k.sqlite3"),
            "TIERGATE_DATA_DIR": str(tmp_path)}
+    env.pop("TIERGATE_MASTER_KEY", None)
+    if master_key is not None:
+        env["TIERGATE_MASTER_KEY"] = master_key
     return subprocess.run([sys.executable, "-m", "tiergate.cli", "keys", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -52,3 +55,15 @@ async def test_keys_cli_roundtrip(tmp_path):
     assert bad.returncode == 2 and "tiers look like" in bad.stderr
     missing = cli(tmp_path, "revoke", "key_0000000000000000")
     assert missing.returncode == 1 and "No key" in missing.stderr
+
+
+def test_keys_create_warns_when_no_master_key_is_set(tmp_path):
+    """Without a master key any bearer token is the master, so a virtual key binds only
+    the clients that present it (finding 11): `keys create` says so, and only then."""
+    bare = cli(tmp_path, "create", "--tenant", "acme")
+    assert bare.returncode == 0, bare.stderr
+    assert "WARNING: TIERGATE_MASTER_KEY is not set" in bare.stderr and "any bearer token" in bare.stderr
+    assert json.loads(bare.stdout)["key"].startswith("sk-tg-")  # the key is still made
+    kept = cli(tmp_path, "create", "--tenant", "acme", master_key="sk-master-cli")
+    assert kept.returncode == 0, kept.stderr
+    assert "WARNING" not in kept.stderr and "not shown again" in kept.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -150,3 +151,23 @@ def test_workers_refuse_a_store_they_cannot_share(tmp_path):
                 log=tmp_path / "serve.log", env=env)
     assert out.wait(timeout=60) == 2
     assert "needs a store the processes share" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_revoke_from_another_process_applies_within_the_key_cache_ttl(workers, tmp_path):
+    """`tiergate keys revoke` (its own process) against the store both workers share: once
+    TIERGATE_KEY_CACHE_TTL_S (0.2 s here) has passed, no worker accepts the key."""
+    url, _ = workers
+    key_id, secret = make_key(url)
+    auth = {"authorization": f"Bearer {secret}"}
+    fresh = httpx.Limits(max_keepalive_connections=0)  # new connections: both workers see the key
+    with httpx.Client(base_url=url, headers=auth, limits=fresh, timeout=10) as c:
+        assert {c.get("/v1/models").status_code for _ in range(20)} == {200}  # cached in both
+        env = {**os.environ, "TIERGATE_DATA_DIR": str(tmp_path / "data"), "TIERGATE_STORE": "sqlite",
+               "TIERGATE_MASTER_KEY": MASTER}
+        out = subprocess.run([sys.executable, "-m", "tiergate.cli", "keys", "revoke", key_id], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        time.sleep(0.2 + 0.1)
+        refused = [c.get("/v1/models") for _ in range(20)]
+    assert [r.status_code for r in refused] == [401] * 20
+    assert all("revoked" in r.json()["error"]["message"] for r in refused)

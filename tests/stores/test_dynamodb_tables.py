@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from tiergate.cache.dynamodb import create_table as create_cache_table
 from tiergate.stores import dynamodb
 
 
@@ -21,6 +22,9 @@ def test_create_tables_sees_tables_past_the_first_list_page(dynalite_tables):
     names = {"usage": f"z{run}-usage", "budgets": f"z{run}-budgets"}
     dynamodb.create_tables(client, names)
     dynamodb.create_tables(client, names)  # a restart: every table exists, some past page 1
+    create_cache_table(client, f"z{run}-cache")
+    create_cache_table(client, f"z{run}-cache")  # the cache's own helper, restarted likewise
+    assert client.describe_table(TableName=f"z{run}-cache")["Table"]["TableStatus"] == "ACTIVE"
     tables = client.describe_table(TableName=names["usage"])["Table"]
     assert tables["TableStatus"] == "ACTIVE"
     assert [i["IndexName"] for i in tables["GlobalSecondaryIndexes"]] == ["by_tenant"]

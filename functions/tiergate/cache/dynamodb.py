@@ -39,11 +39,19 @@ def _n(x: float) -> str:
 
 def create_table(client: Any, name: str) -> None:
     """Create the cache table if missing (dev and tests; in the cloud CDK owns it)."""
-    if name in client.list_tables().get("TableNames", []):
+    # DescribeTable, not ListTables: a listing is paged (100 names), and a table past its
+    # first page looked missing, so the CreateTable failed (ResourceInUseException).
+    try:
+        client.describe_table(TableName=name)
         return
-    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    try:
+        client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+    except client.exceptions.ResourceInUseException:
+        pass  # another process created it since: it exists
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
     try:
         client.update_time_to_live(TableName=name, TimeToLiveSpecification={
