@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.crash import MODEL, WIRE, crash_run, gateway, make_key  # noqa: E402
+from tests.support.dynalite import dynalite_command  # noqa: E402
 from tests.support.moto_server import AWS_TEST_ENV  # noqa: E402
 from tests.support.procs import free_port, port_open, spawn, stop, wait_for  # noqa: E402
 from tests.support.upstream import UpstreamSim  # noqa: E402
@@ -47,10 +48,8 @@ def pct(xs: list[float], p: float) -> float:
 
 
 def start_dynalite(tmp: Path):
-    exe = ROOT / "node_modules" / ".bin" / "dynalite"
     port = free_port()
-    proc = spawn([str(exe), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0"],
-                 log=tmp / "dynalite.log")
+    proc = spawn(dynalite_command(port), log=tmp / "dynalite.log")
     wait_for(lambda: port_open(port), timeout=30, what="dynalite", proc=proc)
     return proc, f"http://127.0.0.1:{port}"
 

@@ -20,6 +20,14 @@ from tiergate.stores.base import TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DYNALITE = ROOT / "node_modules" / ".bin" / "dynalite"
+#: dynalite behind a guard that survives a client dying mid-request (see the script).
+SERVER_JS = Path(__file__).with_name("dynalite_server.js")
+
+
+def dynalite_command(port: int, *extra: str) -> list[str]:
+    """The command line of a dynalite on 127.0.0.1:``port`` (tables ready at once)."""
+    return ["node", str(SERVER_JS), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0",
+            "--deleteTableMs", "0", "--updateTableMs", "0", *extra]
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +36,7 @@ def dynalite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise RuntimeError(f"{DYNALITE} missing: run `npm ci` in {ROOT}")
     port = free_port()
     log = tmp_path_factory.mktemp("dynalite") / "dynalite.log"
-    proc = spawn([str(DYNALITE), "--host", "127.0.0.1", "--port", str(port), "--createTableMs", "0",
-                  "--deleteTableMs", "0", "--updateTableMs", "0"], log=log)
+    proc = spawn(dynalite_command(port), log=log)
     try:
         wait_for(lambda: port_open(port), timeout=30, what="dynalite", proc=proc)
         yield f"http://127.0.0.1:{port}"
