@@ -10,6 +10,7 @@ CI runs a bounded budget: ``FUZZ_EXAMPLES`` examples per route and strategy
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import urllib.parse
@@ -85,11 +86,23 @@ def check(r: httpx.Response, path: str) -> None:
             assert {"message", "type", "param", "code"} <= set(body["error"]), body
 
 
+#: Every status the suite received (printed at the end of the module, with ``-s``).
+STATUSES: collections.Counter[int] = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Any:
+    yield
+    print(f"\nfuzz: {sum(STATUSES.values())} requests (FUZZ_EXAMPLES={EXAMPLES}), statuses "
+          f"{dict(sorted(STATUSES.items()))}, 5xx: {sum(n for c, n in STATUSES.items() if c >= 500)}")
+
+
 def send(url: str, method: str, path: str, who: str | None, keys: dict[str, str], **kw: Any) -> httpx.Response:
     headers = {"authorization": f"Bearer {keys[who]}"} if who else {}
     headers.update(kw.pop("headers", {}))
     r = httpx.request(method.upper(), url + path, headers=headers, timeout=30, **kw)
     r.read()
+    STATUSES[r.status_code] += 1
     return r
 
 
