@@ -183,3 +183,31 @@ def test_x_api_key_authenticates(gateway_factory, monkeypatch):
         anthropic.Anthropic(base_url=url, api_key="wrong", max_retries=0).messages.create(
             model="fast", max_tokens=8, messages=[{"role": "user", "content": "a"}])
     assert ei.value.body["error"]["type"] == "authentication_error"
+
+
+TOP_K = """
+  - {name: openai-own, model: openai/gpt-own, tier: 3, api_key_env: SIM_KEY_A,
+     input_cost_per_mtok: 2, output_cost_per_mtok: 8}
+  - {name: strict, model: openai/strict-1, adapter: openai-compatible, tier: 1, api_base: "{sim}",
+     drop_params: [top_k], input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+"""
+
+
+def test_top_k_is_sent_only_where_the_endpoint_takes_it(gateway_factory, monkeypatch, sim):
+    """Anthropic's top_k in a translated body: OpenAI's own API refuses it (400 "Unrecognized
+    request argument"), so it is dropped there; other OpenAI-compatible servers take it."""
+    from tests.api.conftest import CATALOG
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    # 'openai-own' is OpenAI's own API to the gateway (no api_base); only litellm is sent to the simulator.
+    monkeypatch.setenv("OPENAI_API_BASE", sim.openai_base)
+    url, _ = gateway_factory(CATALOG.replace("aliases:", TOP_K.strip("\n") + "\naliases:", 1))
+    ac = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    for model in ("openai-own", "strict", "fast"):
+        m = ac.messages.create(model=model, max_tokens=16, extra_body={"top_k": 5, "temperature": 0.5},
+                               messages=[{"role": "user", "content": "sample narrowly"}])
+        assert m.content[0].text.startswith("echo: sample narrowly")
+    sent = {r["model"]: r["body"] for r in sim.requests(path="/v1/chat/completions")}
+    assert "top_k" not in sent["gpt-own"] and sent["gpt-own"]["temperature"] == 0.5
+    assert "top_k" not in sent["strict-1"]  # declared: drop_params: [top_k]
+    assert sent["fast-a"]["top_k"] == 5  # an OpenAI-compatible server that is not OpenAI's keeps it
