@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
 from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.idempotency import Hit, request_hash
-from tiergate.request import GatewayRequest
+from tiergate.request import GatewayRequest, ModelRef
 from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
@@ -191,13 +191,41 @@ class Gateway:
                 return Deferred(await self.s.deferrer.defer(req, principal))
             raise
 
-    async def count_tokens(self, req: GatewayRequest, principal: Principal) -> dict[str, Any] | None:
-        """A native deployment's own token count of ``req.native`` (free: not admitted, not
-        billed) when the plan's first deployment speaks that dialect; else None."""
+    async def count_tokens(self, req: GatewayRequest, principal: Principal,
+                           estimate: Callable[[], dict[str, Any]]) -> Completed:
+        """The input tokens of ``req`` (``/v1/messages/count_tokens``): counted by the plan's
+        first deployment when it speaks ``req.native``'s dialect (Anthropic's own count: an
+        upstream call Anthropic does not bill), else ``estimate()`` (no upstream call).
+
+        Admitted as a free call -- the key's requests-per-minute slot, no budget reservation
+        (:attr:`AdmissionRequest.free`) -- and settled like any request: one usage record
+        (operation ``count_tokens``, 0 tokens, $0) and its telemetry; the headers say who counted."""
         plan = self.plan(req, principal)
-        if req.native is None or not plan.candidates:
-            return None
-        return await self.s.executor.count_tokens(plan.candidates[0], req.native)
+        if plan.mode == "cascade":  # counted for the policy's first step: where a cascade starts
+            assert plan.cascade_policy is not None
+            first = self.s.catalog.cascades[plan.cascade_policy].targets()[0]
+            ref = ModelRef.parse(first, aliases=self.s.catalog.aliases, default=first)
+            plan = self.plan(dataclasses.replace(req, ref=ref), principal)
+        spec, started, request_id = plan.candidates[0], time.perf_counter(), new_request_id()
+        ticket = await self.s.admission.admit(principal, AdmissionRequest(
+            request_id=request_id, deployment=spec, prompt_tokens=req.needs.prompt_tokens, max_output_tokens=0,
+            estimate_usd=0.0, free=True))
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
+                      operation="count_tokens")
+        try:
+            counted = await self.s.executor.count_tokens(spec, req.native) if req.native is not None else None
+        except BaseException as e:
+            await self._release(a, e)
+            raise
+        attempts = 0 if counted is None else 1
+        await asyncio.shield(self._settle(a, Outcome(
+            deployment=spec, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000, attempts=attempts, outcome="ok",
+            operation="count_tokens")))
+        how = (f"counted by {spec.name} (its own count_tokens: not billed)" if counted is not None
+               else f"estimated by the gateway for {spec.name} (no upstream call)")
+        meta = ResponseMeta(request_id, spec, attempts, f"{plan.reason}; {how}", 0.0, dict(ticket.headers))
+        return Completed(counted if counted is not None else estimate(), meta)
 
     # --- planning and admission -------------------------------------------------------
 
