@@ -219,3 +219,37 @@ def test_a_conversation_over_the_store_limit_keeps_its_newest_turns(client, sim)
     with pytest.raises(openai.BadRequestError) as ei:  # ... its conversation is not
         client.responses.create(model="fast", input="more", previous_response_id=huge.id)
     assert ei.value.body["param"] == "previous_response_id" and "400 KB" in ei.value.body["message"]
+
+
+def test_a_hosted_tool_follow_up_of_our_own_response_sends_the_conversation(gateway_factory, monkeypatch, sim):
+    """OpenAI has never seen the id of a translated turn: a hosted-tool follow-up naming one
+    is sent to OpenAI's Responses API with the stored conversation as input items (no
+    previous_response_id); a follow-up of OpenAI's own response keeps its id, as OpenAI
+    holds that conversation."""
+    from tests.api.conftest import CATALOG
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    url, _ = gateway_factory(CATALOG.replace("aliases:", OWN.strip("\n") + "\naliases:", 1))
+    c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    tools = [{"type": "web_search"}, *FN]
+    ours = c.responses.create(model="fast", input="my name is Ada")  # translated: our id
+    r2 = c.responses.create(model="openai-own", input="latest news?", tools=tools, previous_response_id=ours.id)
+    assert r2.output_text == "echo: latest news? [model=gpt-own]"
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert "previous_response_id" not in sent
+    assert sent["input"] == [
+        {"type": "message", "role": "user", "content": "my name is Ada"},
+        {"type": "message", "role": "assistant", "content": ours.output_text},
+        {"role": "user", "content": "latest news?"}]
+    assert sent["tools"] == tools
+    r3 = c.responses.create(model="openai-own", input=[{"role": "user", "content": "and sports?"}], tools=tools,
+                            previous_response_id=r2.id)
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert sent["previous_response_id"] == r2.id and sent["input"] == [{"role": "user", "content": "and sports?"}]
+    assert r3.output_text == "echo: and sports? [model=gpt-own]"
+    # Streamed: the same rebuild.
+    events = list(c.responses.create(model="openai-own", input="stream it", tools=tools, stream=True,
+                                     previous_response_id=ours.id))
+    assert events[-1].type == "response.completed"
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert "previous_response_id" not in sent and sent["input"][0]["content"] == "my name is Ada"

@@ -87,12 +87,16 @@ class ResponseStore:
         self.ttl_s = ttl_s
         self._clock = clock
 
-    async def put(self, principal: Principal, response: dict[str, Any], history: list[dict[str, Any]]) -> Kept:
+    async def put(self, principal: Principal, response: dict[str, Any], history: list[dict[str, Any]], *,
+                  native: bool = False) -> Kept:
         """Store ``response`` and the conversation a follow-up continues, within the item
-        limit (see the module docstring): the whole conversation when it fits."""
+        limit (see the module docstring): the whole conversation when it fits. ``native``:
+        OpenAI's own Responses API produced it (OpenAI knows its id too)."""
         now = int(self._clock())
         rec: dict[str, Any] = {"pk": principal.key_id, "sk": response["id"], "tenant": principal.tenant,
                                "created_at": now, "expires_at": now + self.ttl_s, "response": response}
+        if native:
+            rec["native"] = True
         base = item_size(rec) + len("history") + 3  # the record with an empty history list
         if base > RECORD_BUDGET:
             return Kept(dropped=len(history), history=False, stored=False)
@@ -127,7 +131,11 @@ class ResponseStore:
 
     async def history(self, principal: Principal, response_id: str) -> list[dict[str, Any]]:
         """The conversation ``previous_response_id`` continues (400 if it was too large to keep)."""
-        rec = await self.get(principal, response_id, param="previous_response_id")
+        return self.history_of(await self.get(principal, response_id, param="previous_response_id"))
+
+    @staticmethod
+    def history_of(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+        response_id = rec["sk"]
         if rec.get("history") is None:
             raise InvalidRequest(
                 f"The conversation of response '{response_id}' was not kept: its newest turn alone exceeds the "

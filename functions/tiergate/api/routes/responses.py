@@ -46,11 +46,20 @@ async def create_response(request: Request) -> Response:
     body = await read_json(request, services.settings.max_body_bytes)
     validate(ResponsesRequest, body)
     history: list[dict[str, Any]] = []
-    if body.get("previous_response_id"):
-        history = await _store(services).history(principal, body["previous_response_id"])
-    chat, turn = dialect.to_chat(body, history)
     hosted = dialect.hosted_tools(body)
-    native = NativeBody("responses", {k: v for k, v in body.items() if k not in ("model", "stream")}) if hosted else None
+    native_body = {k: v for k, v in body.items() if k not in ("model", "stream")}
+    if body.get("previous_response_id"):
+        prev = await _store(services).get(principal, body["previous_response_id"], param="previous_response_id")
+        history = ResponseStore.history_of(prev)
+        if hosted and not prev.get("native"):
+            # The id is ours (a translated turn): OpenAI has never seen it. Its Responses API
+            # is sent the conversation itself, as input items, instead of the id.
+            native_body.pop("previous_response_id")
+            turn_items = [{"role": "user", "content": body["input"]}] if isinstance(body["input"], str) \
+                else list(body["input"])
+            native_body["input"] = [*dialect.input_items(history), *turn_items]
+    chat, turn = dialect.to_chat(body, history)
+    native = NativeBody("responses", native_body) if hosted else None
     req = chat_request(services, request, chat, door="responses", native=native)
     gateway = Gateway(services)
     if hosted:
@@ -70,7 +79,8 @@ async def create_response(request: Request) -> Response:
         resp["usage"]["cost_usd"] = cost
     headers = result.headers
     if store is not None:
-        kept = await store.put(principal, resp, dialect.history_after(turn, resp, history))
+        kept = await store.put(principal, resp, dialect.history_after(turn, resp, history),
+                               native=result.dialect == "responses")
         headers = {**headers, **_kept_headers(resp, kept)}
     return JSONResponse(resp, status_code=result.status, headers=headers)
 
@@ -129,8 +139,8 @@ async def _native_events(s: Streaming, turn: list[dict[str, Any]], history: list
         async for ev in s.chunks:
             kind = ev.get("type") or "message"
             if kind == "response.completed" and store is not None and isinstance(ev.get("response"), dict):
-                _kept_headers(ev["response"], await store.put(principal, ev["response"],
-                                                               dialect.history_after(turn, ev["response"], history)))
+                _kept_headers(ev["response"], await store.put(
+                    principal, ev["response"], dialect.history_after(turn, ev["response"], history), native=True))
             yield format_event(kind, ev)
     except GatewayError as e:
         yield format_event("error", {"type": "error", "code": e.code, "message": f"upstream stream interrupted: "
