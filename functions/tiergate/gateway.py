@@ -203,11 +203,13 @@ class Gateway:
         (:attr:`AdmissionRequest.free`) -- and settled like any request: one usage record
         (operation ``count_tokens``, 0 tokens, $0) and its telemetry; the headers say who counted."""
         plan = self.plan(req, principal)
-        if plan.mode == "cascade":  # counted for the policy's first step: where a cascade starts
+        if plan.mode == "cascade" and not plan.candidates:  # counted where the cascade starts: its first step
             assert plan.cascade_policy is not None
             first = self.s.catalog.cascades[plan.cascade_policy].targets()[0]
             ref = ModelRef.parse(first, aliases=self.s.catalog.aliases, default=first)
             plan = self.plan(dataclasses.replace(req, ref=ref), principal)
+        if not plan.candidates:
+            raise NoRouteAvailable(f"No deployment to count tokens for '{plan.requested}'")
         spec, started, request_id = plan.candidates[0], time.perf_counter(), new_request_id()
         ticket = await self.s.admission.admit(principal, AdmissionRequest(
             request_id=request_id, deployment=spec, prompt_tokens=req.needs.prompt_tokens, max_output_tokens=0,
