@@ -136,6 +136,8 @@ def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) ->
         os.environ["TIERGATE_CONFIG"] = str(Path(settings.config).resolve())
     if settings.prometheus_metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prometheus_dir(settings))
+    elif settings.prometheus_metrics:  # the operator's own directory: kept as it is, made if missing
+        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     print(f"  {args.workers} worker processes", flush=True)
     return workers.run(args.workers, factory="tiergate.cli.serve:worker_app", host=settings.host,
                        port=settings.port, log_level=args.log_level, access_log=args.access_log)
