@@ -104,3 +104,15 @@ async def test_a_turn_too_large_to_keep(store):
     assert await rs.put(ALICE, huge, []) == Kept(dropped=0, history=False, stored=False)
     with pytest.raises(NotFound):
         await rs.get(ALICE, "resp_huge")
+
+
+async def test_the_dropped_note_counts_every_turns_drops(store):
+    rs = ResponseStore(store, ttl_s=3600)
+    history = [m for i in range(6) for m in turn(i, 100_000)]
+    first = await rs.put(ALICE, resp("resp_t1"), history)
+    later = await rs.history(ALICE, "resp_t1") + turn(6, 100_000)
+    second = await rs.put(ALICE, resp("resp_t2"), later)
+    assert second.dropped > 0
+    got = await rs.history(ALICE, "resp_t2")
+    assert got[0]["content"].startswith(f"[tiergate: the {first.dropped + second.dropped} oldest messages")
+    assert got[-4]["content"].startswith("question 6 ")

@@ -21,6 +21,7 @@ answer still goes out, with ``store: false``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ def dropped_marker(n: int) -> str:
             f"exceeded the {ITEM_LIMIT_BYTES // 1024} KB limit of a stored response]")
 
 
+_MARKER = re.compile(r"\[tiergate: the (\d+) oldest messages of this conversation were dropped")
+
+
+def _dropped_before(history: list[dict[str, Any]]) -> int:
+    """How many messages an earlier turn's store already dropped (its note on the first message)."""
+    content = history[0].get("content") if history else None
+    if isinstance(content, list):
+        content = next((p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"), None)
+    m = _MARKER.match(content) if isinstance(content, str) else None
+    return int(m.group(1)) if m else 0
+
+
 def _marked(message: Mapping[str, Any], n: int) -> dict[str, Any]:
     """``message`` with the dropped-history note in front of its content."""
     note = dropped_marker(n)
@@ -73,7 +86,8 @@ def _marked(message: Mapping[str, Any], n: int) -> dict[str, Any]:
 class Kept:
     """What :meth:`ResponseStore.put` kept."""
 
-    #: Oldest history messages dropped to fit the item limit (0: the whole conversation).
+    #: Oldest history messages this put dropped to fit the item limit (0: all kept); the note
+    #: on the first kept message counts the earlier turns' drops too.
     dropped: int = 0
     #: False: not even the newest turn fit; the response is stored without its conversation.
     history: bool = True
@@ -103,13 +117,13 @@ class ResponseStore:
         sizes = [item_size(m) + 1 for m in history]
         total, kept = base + sum(sizes), Kept()
         if total > RECORD_BUDGET:
-            kept = Kept(dropped=len(history), history=False)
+            kept, earlier = Kept(dropped=len(history), history=False), _dropped_before(history)
             for i in range(len(history)):  # drop whole turns, oldest first: cut where a user turn starts
                 total -= sizes[i]
                 nxt = history[i + 1] if i + 1 < len(history) else None
                 if nxt is None or nxt.get("role") != "user":
                     continue
-                first = _marked(nxt, i + 1)
+                first = _marked(nxt, earlier + i + 1)  # the note counts every turn's drops
                 if total - sizes[i + 1] + item_size(first) + 1 <= RECORD_BUDGET:
                     history = [first, *history[i + 2:]]
                     kept = Kept(dropped=i + 1)
@@ -117,7 +131,7 @@ class ResponseStore:
         if kept.history:
             rec["history"] = history
         if kept.dropped:
-            rec["history_dropped"] = kept.dropped  # what a reader of the record sees was cut
+            rec["history_dropped"] = kept.dropped  # what this turn's record cut
         # Write-once ("absent"): response ids are fresh random ids, so an existing live
         # record under this key means a collision, and a stored response is never replaced.
         await self.store.put(TABLE, rec, Cond(absent=True, now=now))
