@@ -113,6 +113,14 @@ class CapabilityUnsupported(InvalidRequest):
     code = "capability_not_supported"
 
 
+class PriceUnknown(InvalidRequest):
+    """The caller is under a budget and the deployment has no known price: it could only be
+    billed at $0, which no budget would ever count, so it is refused (set its prices in the
+    catalog, or choose a priced model)."""
+
+    code = "price_unknown"
+
+
 class RateLimited(GatewayError):
     """Our own limit (per key or per deployment), not the provider's."""
 
