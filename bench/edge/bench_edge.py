@@ -35,7 +35,7 @@ from tests.edge.conftest import start_app  # noqa: E402
 from tiergate.settings import Settings  # noqa: E402
 from tiergate_edge import default_model  # noqa: E402
 from tiergate_edge.agent import EdgeAgent, build_edge_app  # noqa: E402
-from tiergate_edge.llama_runtime import DEFAULT_SYSTEM_PROMPT  # noqa: E402
+from tiergate_edge.llama_provider import DEFAULT_SYSTEM_PROMPT  # noqa: E402
 from tiergate_edge.settings import EdgeSettings  # noqa: E402
 
 MSG = [{"role": "user", "content": "Write a short story about a robot learning to paint."}]

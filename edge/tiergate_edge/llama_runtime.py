@@ -1,5 +1,9 @@
 """The local model runtime on llama-cpp-python: the only module importing ``llama_cpp``.
 
+Its job is the models: resolve, load, keep, evict, and run one generation at a time per
+model. The async adapter over it is :mod:`tiergate_edge.llama_provider`; the request and
+answer shapes are :mod:`tiergate_edge.chat_prompt` and :mod:`tiergate_edge.local_answer`.
+
 Models load lazily on their first request and stay resident, several at once, under a
 memory budget (GGUF size + the KV cache its context needs); loading one more evicts the
 least recently used idle ones. Each resident model has its own lock (a llama.cpp
@@ -15,19 +19,18 @@ the tokens after the longest prefix shared with the previous prompt (system prom
 earlier turns). With ``prompt_cache_mb`` > 0 a RAM cache also keeps the states of
 other recent prompts, for interleaved conversations (it costs a state copy per answer).
 
-Answers are constrained by llama.cpp grammars: JSON mode and ``json_schema`` (GBNF from
-the schema), and forced tool calls (the arguments' schemas); see :mod:`chat_prompt`.
+Answers are constrained by llama.cpp grammars (:func:`grammar_for`): JSON mode and
+``json_schema`` (GBNF from the schema), and forced tool calls (the arguments' schemas).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -37,20 +40,11 @@ import llama_cpp
 from llama_cpp import llama_grammar
 
 from tiergate.config.catalog import ModelSpec
-from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
-from tiergate.providers.base import ProviderCall
+from tiergate.errors import UpstreamBadRequest, UpstreamServerError
 from tiergate_edge import default_model
-from tiergate_edge.chat_prompt import ChatPlan, close_json, parse_tool_calls, plan_chat, tool_call_grammar
+from tiergate_edge.chat_prompt import ChatPlan, tool_call_grammar
 from tiergate_edge.gguf_meta import GGUFInfo, NotGGUF, read_info
 from tiergate_edge.model_store import ModelStore
-
-#: OpenAI parameters passed to llama.cpp as they are (others are ignored; JSON is a grammar).
-_PASSTHROUGH = ("temperature", "top_p", "top_k", "stop", "seed", "presence_penalty", "frequency_penalty",
-                "logit_bias")
-_DONE = object()
-#: The default system prompt of a local answer when the client sends none. Measured on
-#: SmolLM2-135M: 12 of 14 short factual questions right with it, 8-9 without.
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer directly and concisely."
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,159 +289,8 @@ class LlamaRuntime:
         return out
 
 
-def chat_kwargs(body: dict[str, Any], spec: ModelSpec, plan: ChatPlan, *, default_max_tokens: int,
-                seed: int) -> dict[str, Any]:
-    """The ``create_chat_completion`` keyword arguments for a planned request. Defaults
-    chosen for small local models: temperature 0.2, repeat penalty 1.1, a fixed seed (the
-    same request gets the same answer), and a short ``max_tokens`` so a runaway loop ends
-    in seconds; the client's values win, capped by the catalog's ``max_output_tokens``."""
-    if (body.get("n") or 1) != 1:
-        raise UpstreamBadRequest("the local model supports n=1 only", param="n")
-    kw: dict[str, Any] = {k: body[k] for k in _PASSTHROUGH if body.get(k) is not None}
-    kw.setdefault("temperature", 0.2)
-    kw.setdefault("seed", seed)
-    kw["repeat_penalty"] = 1.1
-    kw["messages"] = plan.messages
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    max_out = int(asked) if asked else default_max_tokens
-    if spec.max_output_tokens:
-        max_out = min(max_out, spec.max_output_tokens)
-    kw["max_tokens"] = max_out
-    kw["model"] = spec.name
-    grammar = grammar_for(plan)
-    if grammar is not None:
-        kw["grammar"] = grammar
-    return kw
-
-
-def completion_body(gen: Generation, plan: ChatPlan, model: str) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` from a finished generation."""
-    finish = gen.finish_reason or ("length" if gen.cancelled else "stop")
-    text = gen.text
-    if plan.mode == "json":
-        text = close_json(text)  # cut off by max_tokens: still parses
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if plan.mode == "tools":
-        content, calls = parse_tool_calls(gen.text, plan.tool_names)
-        if calls:
-            message = {"role": "assistant", "content": content, "tool_calls": calls}
-            finish = "tool_calls"
-    return {"id": "chatcmpl-" + format(time.time_ns(), "x"), "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                      "total_tokens": gen.prompt_tokens + gen.completion_tokens}}
-
-
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-
-def buffered_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A finished completion as stream chunks (tool answers are parsed before they are sent)."""
-    cid, created, model = body["id"], body["created"], body["model"]
-    choice = body["choices"][0]
-    msg = choice["message"]
-    chunks = [_chunk(cid, created, model, {"role": "assistant", "content": ""})]
-    if msg.get("tool_calls"):
-        calls = [{"index": i, **c} for i, c in enumerate(msg["tool_calls"])]
-        chunks.append(_chunk(cid, created, model, {"tool_calls": calls}))
-    elif msg.get("content"):
-        chunks.append(_chunk(cid, created, model, {"content": msg["content"]}))
-    chunks.append(_chunk(cid, created, model, {}, choice["finish_reason"]))
-    chunks.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [], "usage": body["usage"]})
-    return chunks
-
-
-class LlamaCppProvider:
-    """The ``llama-cpp`` adapter over a shared :class:`LlamaRuntime`."""
-
-    def __init__(self, runtime: LlamaRuntime, *, default_max_tokens: int = 256,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
-        self.runtime = runtime
-        self._default_max = default_max_tokens
-        self._system = system_prompt
-
-    async def _prepare(self, call: ProviderCall) -> tuple[LocalModel, ChatPlan, dict[str, Any]]:
-        spec = call.deployment
-        lm = await asyncio.to_thread(self.runtime.resolve, spec)
-        plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format)
-        kw = chat_kwargs(call.body, spec, plan, default_max_tokens=self._default_max, seed=self.runtime.seed)
-        return lm, plan, kw
-
-    async def complete(self, call: ProviderCall) -> dict[str, Any]:
-        lm, plan, kw = await self._prepare(call)
-        cancelled = threading.Event()
-        try:
-            gen = await asyncio.to_thread(self.runtime.generate, lm, kw, cancelled)
-        finally:
-            cancelled.set()  # a cancelled attempt (timeout, client gone) stops the model at the next token
-        return completion_body(gen, plan, call.deployment.name)
-
-    async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        spec = call.deployment
-        lm, plan, kw = await self._prepare(call)
-        if plan.mode != "text":
-            # Tool and JSON answers are finished whole before they are sent: the client must
-            # see well-formed calls, and JSON that max_tokens cut off is closed first.
-            for chunk in buffered_chunks(await self.complete(call)):
-                yield chunk
-            return
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
-
-        def work() -> None:
-            try:
-                gen = self.runtime.generate(lm, kw, cancelled, on_chunk=emit)
-                emit(("usage", gen))
-            except BaseException as e:  # surfaced to the event loop
-                emit(e)
-            finally:
-                emit(_DONE)
-
-        worker = loop.run_in_executor(None, work)
-        try:
-            last: dict[str, Any] | None = None
-            while True:
-                item = await q.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, UpstreamBadRequest | UpstreamServerError):
-                        raise item
-                    raise UpstreamUnavailable(f"{spec.deployment_id}: local generation failed: {item}")
-                if isinstance(item, tuple):
-                    g: Generation = item[1]
-                    yield {"id": last["id"] if last else "chatcmpl-local", "object": "chat.completion.chunk",
-                           "created": last["created"] if last else int(time.time()), "model": spec.name,
-                           "choices": [], "usage": {"prompt_tokens": g.prompt_tokens,
-                                                    "completion_tokens": g.completion_tokens,
-                                                    "total_tokens": g.prompt_tokens + g.completion_tokens}}
-                    continue
-                item["model"] = spec.name
-                last = item
-                yield item
-        finally:
-            cancelled.set()  # the client went away (or we are done): stop generating
-            with contextlib.suppress(Exception):
-                await asyncio.shield(worker)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.runtime.close)
-
-
 def runtime_from(edge: Any) -> LlamaRuntime:
     """The runtime an :class:`~tiergate_edge.settings.EdgeSettings` describes."""
     return LlamaRuntime(models_dir=edge.models_dir, n_ctx_cap=edge.n_ctx_cap, n_threads=edge.n_threads,
                         n_batch=edge.n_batch, seed=edge.seed, memory_budget_mb=edge.memory_budget_mb,
                         prompt_cache_mb=edge.prompt_cache_mb)
-
-
-def provider_from(runtime: LlamaRuntime, edge: Any) -> LlamaCppProvider:
-    return LlamaCppProvider(runtime, default_max_tokens=edge.default_max_tokens,
-                            system_prompt=edge.system_prompt or None)

@@ -11,7 +11,8 @@ import pytest
 from tiergate.config.catalog import ModelSpec
 from tiergate.errors import UpstreamBadRequest, UpstreamServerError
 from tiergate.providers.base import Provider, ProviderCall
-from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+from tiergate_edge.llama_provider import LlamaCppProvider
+from tiergate_edge.llama_runtime import LlamaRuntime
 
 MSG = [{"role": "user", "content": "hello world"}]
 

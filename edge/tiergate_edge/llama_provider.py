@@ -1,0 +1,113 @@
+"""The ``llama-cpp`` provider: the async adapter over a shared :class:`LlamaRuntime`.
+
+Generation runs in a worker thread (a llama.cpp context blocks and is not thread-safe);
+this module is the handoff between that thread and the event loop, and the cancellation
+flag between them: a stream the client leaves, an attempt the executor times out, or a
+non-streamed request whose client disconnects stops the model within one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
+from tiergate.providers.base import ProviderCall
+from tiergate_edge.chat_prompt import ChatPlan, plan_chat
+from tiergate_edge.llama_runtime import Generation, LlamaRuntime, LocalModel
+from tiergate_edge.local_answer import buffered_chunks, chat_kwargs, completion_body
+
+_DONE = object()
+#: The default system prompt of a local answer when the client sends none. Measured on
+#: SmolLM2-135M: 12 of 14 short factual questions right with it, 8-9 without.
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer directly and concisely."
+
+
+class LlamaCppProvider:
+    """The ``llama-cpp`` adapter over a shared :class:`LlamaRuntime`."""
+
+    def __init__(self, runtime: LlamaRuntime, *, default_max_tokens: int = 256,
+                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+        self.runtime = runtime
+        self._default_max = default_max_tokens
+        self._system = system_prompt
+
+    async def _prepare(self, call: ProviderCall) -> tuple[LocalModel, ChatPlan, dict[str, Any]]:
+        spec = call.deployment
+        lm = await asyncio.to_thread(self.runtime.resolve, spec)
+        plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format)
+        kw = chat_kwargs(call.body, spec, plan, default_max_tokens=self._default_max, seed=self.runtime.seed)
+        return lm, plan, kw
+
+    async def complete(self, call: ProviderCall) -> dict[str, Any]:
+        lm, plan, kw = await self._prepare(call)
+        cancelled = threading.Event()
+        try:
+            gen = await asyncio.to_thread(self.runtime.generate, lm, kw, cancelled)
+        finally:
+            cancelled.set()  # a cancelled attempt (timeout, client gone) stops the model at the next token
+        return completion_body(gen, plan, call.deployment.name)
+
+    async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
+        spec = call.deployment
+        lm, plan, kw = await self._prepare(call)
+        if plan.mode != "text":
+            # Tool and JSON answers are finished whole before they are sent: the client must
+            # see well-formed calls, and JSON that max_tokens cut off is closed first.
+            for chunk in buffered_chunks(await self.complete(call)):
+                yield chunk
+            return
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(q.put_nowait, item)
+
+        def work() -> None:
+            try:
+                gen = self.runtime.generate(lm, kw, cancelled, on_chunk=emit)
+                emit(("usage", gen))
+            except BaseException as e:  # surfaced to the event loop
+                emit(e)
+            finally:
+                emit(_DONE)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            last: dict[str, Any] | None = None
+            while True:
+                item = await q.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, UpstreamBadRequest | UpstreamServerError):
+                        raise item
+                    raise UpstreamUnavailable(f"{spec.deployment_id}: local generation failed: {item}")
+                if isinstance(item, tuple):
+                    g: Generation = item[1]
+                    yield {"id": last["id"] if last else "chatcmpl-local", "object": "chat.completion.chunk",
+                           "created": last["created"] if last else int(time.time()), "model": spec.name,
+                           "choices": [], "usage": {"prompt_tokens": g.prompt_tokens,
+                                                    "completion_tokens": g.completion_tokens,
+                                                    "total_tokens": g.prompt_tokens + g.completion_tokens}}
+                    continue
+                item["model"] = spec.name
+                last = item
+                yield item
+        finally:
+            cancelled.set()  # the client went away (or we are done): stop generating
+            with contextlib.suppress(Exception):
+                await asyncio.shield(worker)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.runtime.close)
+
+
+def provider_from(runtime: LlamaRuntime, edge: Any) -> LlamaCppProvider:
+    return LlamaCppProvider(runtime, default_max_tokens=edge.default_max_tokens,
+                            system_prompt=edge.system_prompt or None)
