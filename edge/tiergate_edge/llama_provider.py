@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
+from tiergate.errors import ClientDisconnected, UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
 from tiergate.providers.base import ProviderCall
 from tiergate_edge.chat_prompt import ChatPlan, plan_chat
 from tiergate_edge.llama_runtime import Generation, LlamaRuntime, LocalModel
@@ -46,11 +46,38 @@ class LlamaCppProvider:
     async def complete(self, call: ProviderCall) -> dict[str, Any]:
         lm, plan, kw = await self._prepare(call)
         cancelled = threading.Event()
+        work = asyncio.ensure_future(asyncio.to_thread(self.runtime.generate, lm, kw, cancelled))
         try:
-            gen = await asyncio.to_thread(self.runtime.generate, lm, kw, cancelled)
+            if call.client_gone is None:
+                gen = await work
+            else:
+                gen = await self._unless_gone(work, call.client_gone)
         finally:
             cancelled.set()  # a cancelled attempt (timeout, client gone) stops the model at the next token
+        if gen is None:
+            with contextlib.suppress(Exception):
+                await work  # the model stops at its next token: free before this request ends
+            raise ClientDisconnected(f"{call.deployment.deployment_id}: the client disconnected; local generation "
+                                     "stopped")
         return completion_body(gen, plan, call.deployment.name)
+
+    @staticmethod
+    async def _unless_gone(work: asyncio.Future[Generation], client_gone: Callable[[], Awaitable[None]]
+                           ) -> Generation | None:
+        """The generation, or None when the client left first (the caller then stops it).
+        A non-streamed request has no stream to fail on, so the disconnect is watched here:
+        otherwise the dead request would hold the model until ``max_tokens``."""
+        gone = asyncio.ensure_future(client_gone())
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            work.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if work.done():
+            return work.result()
+        return None
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
         spec = call.deployment

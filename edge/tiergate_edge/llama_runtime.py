@@ -30,7 +30,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +45,21 @@ from tiergate_edge import default_model
 from tiergate_edge.chat_prompt import ChatPlan, tool_call_grammar
 from tiergate_edge.gguf_meta import GGUFInfo, NotGGUF, read_info
 from tiergate_edge.model_store import ModelStore
+
+
+class _Llama(llama_cpp.Llama):
+    """``llama_cpp.Llama`` with a per-token hook: ``on_token(token)`` runs as each token is
+    sampled (before llama-cpp-python decides whether it has text to emit yet), and a True
+    return ends the generation there, as if ``max_tokens`` were reached."""
+
+    on_token: Callable[[int], bool] | None = None
+
+    def generate(self, *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        hook = self.on_token
+        for token in super().generate(*args, **kwargs):
+            if hook is not None and hook(token):
+                return
+            yield token
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +217,7 @@ class LlamaRuntime:
     def _load(self, lm: LocalModel) -> Any:
         t0 = time.perf_counter()
         try:
-            llm = llama_cpp.Llama(
+            llm = _Llama(
                 model_path=str(lm.path), n_ctx=lm.n_ctx, n_threads=lm.n_threads, n_threads_batch=lm.n_threads,
                 n_batch=min(self._batch, lm.n_ctx), seed=self.seed, chat_format=lm.chat_format,
                 verbose=self._verbose)
@@ -252,38 +267,56 @@ class LlamaRuntime:
 
     def generate(self, lm: LocalModel, kwargs: dict[str, Any], cancelled: threading.Event,
                  on_chunk: Callable[[dict[str, Any]], None] | None = None) -> Generation:
-        """Run one chat completion token by token; ``on_chunk`` gets each llama.cpp chunk.
-        Stops at the first token after ``cancelled`` is set."""
+        """Run one chat completion; ``on_chunk`` gets each llama.cpp stream chunk. Stops at
+        the first token sampled after ``cancelled`` is set (the per-token hook sees every
+        token, also those llama-cpp-python holds back as a partial UTF-8 character or a
+        possible stop sequence) and counts the tokens as they are sampled."""
         out = Generation()
         parts: list[str] = []
         t0 = time.perf_counter()
         with self._use(lm) as llm:
+            if cancelled.is_set():  # gone while this request waited for the model (or its load)
+                out.cancelled = True
+                return out
+            vocab, is_eog = llama_cpp.llama_model_get_vocab(llm.model), llama_cpp.llama_vocab_is_eog
+
+            def on_token(token: int) -> bool:
+                if out.ttft_s is None:
+                    out.ttft_s = time.perf_counter() - t0
+                    out.prompt_tokens = llm.n_tokens  # the prompt is evaluated; this token is not yet
+                if not is_eog(vocab, token):  # llama-cpp-python's own count leaves end-of-turn out
+                    out.completion_tokens += 1
+                    self.tokens_generated += 1
+                if cancelled.is_set():
+                    out.cancelled = True
+                    return True
+                return False
+
+            llm.on_token = on_token
             try:
                 gen = llm.create_chat_completion(**kwargs, stream=True)
                 try:
                     for chunk in gen:
-                        choice = chunk["choices"][0] if chunk.get("choices") else {}
-                        delta = choice.get("delta") or {}
-                        if "content" in delta:
-                            if out.ttft_s is None:
-                                out.ttft_s = time.perf_counter() - t0
-                                out.prompt_tokens = llm.n_tokens  # evaluated before the first token
-                            out.completion_tokens += 1  # one chunk per generated token
-                            self.tokens_generated += 1
-                            parts.append(delta["content"] or "")
-                        if choice.get("finish_reason"):
-                            out.finish_reason = choice["finish_reason"]
+                        choices = chunk["choices"]
+                        if choices:
+                            choice = choices[0]
+                            content = choice["delta"].get("content")
+                            if content:
+                                parts.append(content)
+                            if choice.get("finish_reason"):
+                                out.finish_reason = choice["finish_reason"]
                         if on_chunk is not None:
                             on_chunk(chunk)
-                        if cancelled.is_set():
-                            out.cancelled = True
-                            break
                 finally:
                     gen.close()
             except ValueError as e:  # prompt beyond n_ctx, a grammar llama.cpp rejects
                 raise UpstreamBadRequest(f"local model: {e}", code="context_length_exceeded") from None
+            finally:
+                llm.on_token = None
             if out.ttft_s is None:
                 out.prompt_tokens = llm.n_tokens
+        if out.cancelled:
+            out.finish_reason = None  # llama-cpp-python says "length" for a generation we ended
         self.last_ttft_s = out.ttft_s
         out.text = "".join(parts)
         return out

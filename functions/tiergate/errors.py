@@ -121,6 +121,16 @@ class PriceUnknown(InvalidRequest):
     code = "price_unknown"
 
 
+class ClientDisconnected(GatewayError):
+    """The client closed its connection before the answer: the work stopped (status 499,
+    nginx's "client closed request"; nobody reads the body). Not retried, and says nothing
+    about the deployment's health."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class RateLimited(GatewayError):
     """Our own limit (per key or per deployment), not the provider's."""
 

@@ -214,7 +214,8 @@ class Gateway:
             except GatewayError:
                 notes.append("budget soft limit: no cheaper tier available")
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
-        return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes)
+        ctx = CallContext(request_id=request_id, deadline=deadline, client_gone=req.client_gone)
+        return _Admitted(plan, ticket, ctx, started, notes)
 
     async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
         """Settle once (durable when it returns) and publish the request's telemetry."""

@@ -49,6 +49,8 @@ class CallContext:
     request_id: str
     #: time.monotonic() value after which no new attempt starts.
     deadline: float
+    #: The request's :attr:`~tiergate.request.GatewayRequest.client_gone`, handed to each attempt.
+    client_gone: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +218,8 @@ class Executor:
                     self.circuits.release(did)
                     raise self._final(DeadlineExceeded("The request deadline passed before an answer"), attempts)
                 pc = ProviderCall(deployment=spec, body=body, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
-                                  api_key=self.keys(spec), extra_headers=dict(spec.extra_headers))
+                                  api_key=self.keys(spec), extra_headers=dict(spec.extra_headers),
+                                  client_gone=ctx.client_gone)
                 t = time.perf_counter()
                 try:
                     result = await call(spec, pc)

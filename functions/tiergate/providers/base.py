@@ -8,7 +8,7 @@ errors, translated by exception *type* (or HTTP status), never by message text.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,6 +30,10 @@ class ProviderCall:
     #: body without ``model``), or a native dialect ("anthropic": an Anthropic Messages body
     #: without ``model``/``stream``; "responses": an OpenAI Responses body).
     operation: str = "chat"
+    #: Returns when the client has gone (None: no client to watch). An adapter whose work
+    #: would outlive a gone client (local generation on the device) races it and stops;
+    #: a network upstream needs nothing (its request is cancelled with the caller's task).
+    client_gone: Callable[[], Awaitable[None]] | None = None
 
 
 @runtime_checkable
