@@ -18,6 +18,7 @@ from typing import Any
 from tiergate.errors import ClientDisconnected, UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
 from tiergate.providers.base import ProviderCall
 from tiergate_edge.chat_prompt import ChatPlan, plan_chat
+from tiergate_edge.handoff import Handoff, merge_deltas
 from tiergate_edge.llama_runtime import Generation, LlamaRuntime, LocalModel
 from tiergate_edge.local_answer import buffered_chunks, chat_kwargs, completion_body
 
@@ -38,7 +39,7 @@ class LlamaCppProvider:
 
     async def _prepare(self, call: ProviderCall) -> tuple[LocalModel, ChatPlan, dict[str, Any]]:
         spec = call.deployment
-        lm = await asyncio.to_thread(self.runtime.resolve, spec)
+        lm = self.runtime.resolved(spec) or await asyncio.to_thread(self.runtime.resolve, spec)
         plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format)
         kw = chat_kwargs(call.body, spec, plan, default_max_tokens=self._default_max, seed=self.runtime.seed)
         return lm, plan, kw
@@ -88,44 +89,48 @@ class LlamaCppProvider:
             for chunk in buffered_chunks(await self.complete(call)):
                 yield chunk
             return
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Any] = asyncio.Queue()
+        handoff = Handoff(asyncio.get_running_loop())
         cancelled = threading.Event()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
 
         def work() -> None:
             try:
-                gen = self.runtime.generate(lm, kw, cancelled, on_chunk=emit)
-                emit(("usage", gen))
+                handoff.put(self.runtime.generate(lm, kw, cancelled, on_chunk=handoff.put))
             except BaseException as e:  # surfaced to the event loop
-                emit(e)
+                handoff.put(e)
             finally:
-                emit(_DONE)
+                handoff.put(_DONE)
 
-        worker = loop.run_in_executor(None, work)
+        worker = asyncio.get_running_loop().run_in_executor(None, work)
+        name = spec.name
         try:
             last: dict[str, Any] | None = None
             while True:
-                item = await q.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, UpstreamBadRequest | UpstreamServerError):
-                        raise item
-                    raise UpstreamUnavailable(f"{spec.deployment_id}: local generation failed: {item}")
-                if isinstance(item, tuple):
-                    g: Generation = item[1]
-                    yield {"id": last["id"] if last else "chatcmpl-local", "object": "chat.completion.chunk",
-                           "created": last["created"] if last else int(time.time()), "model": spec.name,
-                           "choices": [], "usage": {"prompt_tokens": g.prompt_tokens,
-                                                    "completion_tokens": g.completion_tokens,
-                                                    "total_tokens": g.prompt_tokens + g.completion_tokens}}
+                items = await handoff.take()
+                if len(items) == 1 and type(items[0]) is dict:  # the usual case: one token
+                    last = items[0]
+                    last["model"] = name
+                    yield last
                     continue
-                item["model"] = spec.name
-                last = item
-                yield item
+                chunks = [i for i in items if type(i) is dict]
+                for chunk in merge_deltas(chunks):
+                    chunk["model"] = name
+                    last = chunk
+                    yield chunk
+                if len(chunks) == len(items):
+                    continue
+                for item in items:
+                    if item is _DONE:
+                        return
+                    if isinstance(item, Generation):
+                        yield {"id": last["id"] if last else "chatcmpl-local", "object": "chat.completion.chunk",
+                               "created": last["created"] if last else int(time.time()), "model": name,
+                               "choices": [], "usage": {"prompt_tokens": item.prompt_tokens,
+                                                        "completion_tokens": item.completion_tokens,
+                                                        "total_tokens": item.prompt_tokens + item.completion_tokens}}
+                    elif isinstance(item, UpstreamBadRequest | UpstreamServerError):
+                        raise item
+                    elif isinstance(item, BaseException):
+                        raise UpstreamUnavailable(f"{spec.deployment_id}: local generation failed: {item}")
         finally:
             cancelled.set()  # the client went away (or we are done): stop generating
             with contextlib.suppress(Exception):

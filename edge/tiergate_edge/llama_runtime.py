@@ -177,6 +177,11 @@ class LlamaRuntime:
             self._resolved[key] = lm
             return lm
 
+    def resolved(self, spec: ModelSpec) -> LocalModel | None:
+        """The resolution of ``spec`` if it was resolved before (no I/O, no lock: a dict read
+        is atomic), for the event loop's fast path; else None (call :meth:`resolve` in a thread)."""
+        return self._resolved.get((spec.model, spec.chat_format, spec.context_window))
+
     def context_window(self, spec: ModelSpec) -> int:
         return self.resolve(spec).n_ctx
 
