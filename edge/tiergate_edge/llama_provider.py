@@ -40,7 +40,8 @@ class LlamaCppProvider:
     async def _prepare(self, call: ProviderCall) -> tuple[LocalModel, ChatPlan, dict[str, Any]]:
         spec = call.deployment
         lm = self.runtime.resolved(spec) or await asyncio.to_thread(self.runtime.resolve, spec)
-        plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format)
+        plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format,
+                         template_tools=lm.template_tools)
         kw = chat_kwargs(call.body, spec, plan, default_max_tokens=self._default_max, seed=self.runtime.seed)
         return lm, plan, kw
 

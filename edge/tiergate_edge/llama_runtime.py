@@ -72,6 +72,8 @@ class LocalModel:
     chat_format: str | None
     has_template: bool
     n_threads: int
+    #: The model's own chat template renders tools (so ``tool_choice: auto`` is its decision).
+    template_tools: bool
     #: Estimated resident bytes: the weights plus the f16 KV cache of ``n_ctx`` tokens.
     est_bytes: int
 
@@ -169,9 +171,10 @@ class LlamaRuntime:
             entry = ModelStore(self._models_dir).get(spec.model)
             limits = [c for c in (info.context_length, spec.context_window, entry and entry.n_ctx, self._cap) if c]
             n_ctx = min(limits)
-            lm = LocalModel(path=path, n_ctx=n_ctx, n_ctx_train=info.context_length,
-                            chat_format=spec.chat_format or default_model.default_chat_format(spec.model),
+            fmt = spec.chat_format or default_model.default_chat_format(spec.model)
+            lm = LocalModel(path=path, n_ctx=n_ctx, n_ctx_train=info.context_length, chat_format=fmt,
                             has_template=info.has_chat_template,
+                            template_tools=fmt is None and info.template_renders_tools,
                             n_threads=(entry and entry.n_threads) or self._threads,
                             est_bytes=estimate_bytes(info, n_ctx))
             self._resolved[key] = lm

@@ -33,6 +33,8 @@ def chat_kwargs(body: dict[str, Any], spec: ModelSpec, plan: ChatPlan, *, defaul
     kw.setdefault("seed", seed)
     kw["repeat_penalty"] = 1.1
     kw["messages"] = plan.messages
+    if plan.template_tools is not None:
+        kw["tools"] = list(plan.template_tools)  # rendered by the model's own chat template
     asked = body.get("max_completion_tokens") or body.get("max_tokens")
     max_out = int(asked) if asked else default_max_tokens
     if spec.max_output_tokens:
@@ -53,7 +55,7 @@ def completion_body(gen: Generation, plan: ChatPlan, model: str) -> dict[str, An
         text = close_json(text)  # cut off by max_tokens: still parses
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if plan.mode == "tools":
-        content, calls = parse_tool_calls(gen.text, plan.tool_names)
+        content, calls = parse_tool_calls(gen.text, plan.tool_names, bare=plan.template_tools is not None)
         if calls:
             message = {"role": "assistant", "content": content, "tool_calls": calls}
             finish = "tool_calls"

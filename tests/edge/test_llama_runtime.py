@@ -204,6 +204,23 @@ async def test_a_non_streamed_answer_stops_when_its_client_is_gone(wide, tiny_gg
     assert not [t for t in asyncio.all_tasks() if "Event.wait" in repr(t.get_coro())]
 
 
+async def test_auto_tools_go_to_a_template_that_renders_them(tmp_path, provider) -> None:
+    """A GGUF whose template renders tools decides ``auto`` itself: the tools reach its
+    template (the prompt grows by them, with no tool list of ours), nothing is forced."""
+    from tests.support.tiny_gguf import TOOLS_TEMPLATE, write_tiny_gguf
+
+    s = spec(write_tiny_gguf(tmp_path / "tools.gguf", chat_template=TOOLS_TEMPLATE), name="tools")
+    fn = {"name": "get_weather", "description": "Get the weather", "parameters": {"type": "object", "properties": {}}}
+    tools = [{"type": "function", "function": fn}]
+    assert provider.runtime.resolve(s).template_tools
+    auto = await provider.complete(call(s, tools=tools, max_tokens=2))
+    none = await provider.complete(call(s, tools=tools, tool_choice="none", max_tokens=2))
+    assert auto["usage"]["prompt_tokens"] > none["usage"]["prompt_tokens"] + 10
+    # The plain ChatML model has no tools in its template: the keyword rule (our tool list) applies.
+    plain = spec(write_tiny_gguf(tmp_path / "plain.gguf"), name="plain")
+    assert not provider.runtime.resolve(plain).template_tools
+
+
 async def test_models_stay_resident_under_the_memory_budget_lru(tmp_path, tiny_gguf, tiny_gguf_alt) -> None:
     roomy = LlamaCppProvider(LlamaRuntime(models_dir=tmp_path, n_threads=1, n_ctx_cap=512, memory_budget_mb=64))
     for s in (spec(tiny_gguf), spec(tiny_gguf_alt, name="alt"), spec(tiny_gguf)):
