@@ -227,12 +227,13 @@ class Side:
 
 
 def interleaved(sides: dict[str, Side], runs: int) -> None:
-    """Every side once per round, in the same order, so drift in the machine's speed (2
-    shared cores) lands on all of them alike; "raw" comes first in each round."""
-    for side in sides.values():  # warm-up: model loaded, connections open
+    """Every side once per round, the order rotating from round to round, so drift in the
+    machine's speed (2 shared cores) lands on all of them alike."""
+    order = list(sides.values())
+    for side in order:  # warm-up: model loaded, connections open
         side.run()
-    for _ in range(runs):
-        for side in sides.values():
+    for r in range(runs):
+        for side in order[r % len(order):] + order[:r % len(order)]:
             side.once()
 
 
@@ -250,6 +251,7 @@ def throughput_report(sides: dict[str, Side]) -> dict[str, dict[str, float | Non
     raw = sides["raw"]
     out: dict[str, dict[str, float | None]] = {}
     for name, side in sides.items():
+        # Each run against the raw run of the same round.
         pairs = [(n / s) / (rn / rs) for (s, n), (rs, rn) in zip(side.rows, raw.rows, strict=True)]
         out[name] = {
             "tokens_per_s_median": round(tps(side.rows), 2), "tokens_per_s_p10": round(p10(side.rows), 2),
@@ -356,7 +358,7 @@ def main() -> None:
     ap.add_argument("--model", default=default_model.BUNDLED_REF)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--runs", type=int, default=12)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--cache-runs", type=int, default=3)
     ap.add_argument("--prefix-tokens", type=int, default=1500)
