@@ -50,6 +50,10 @@ class StageConfig(BaseModel):
     alarm_email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     #: Optional catalog path inside the code asset (TIERGATE_CONFIG); None = packaged default.
     catalog_path: str | None = None
+    #: A learned-router artifact directory inside the code asset (functions/), shipped with
+    #: the functions (TIERGATE_ROUTER_ARTIFACT): every function loads it at init (SnapStart
+    #: snapshots it loaded); a new artifact is a new deploy. None = the catalog's own path.
+    router_artifact: str | None = Field(None, pattern=r"^[A-Za-z0-9_./-]+$")
     #: Layer asset directory; None = ``layers/build.py`` output for ``architecture``.
     layer_dir: str | None = None
 

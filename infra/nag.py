@@ -25,6 +25,7 @@ NO_PITR = {
     "Usage": "Usage records are append-only telemetry with TTL, also published as CloudWatch metrics; "
              "PITR is enabled on keys and budgets, the tables that cannot be rebuilt.",
     "Idempotency": "Idempotency records expire by TTL within hours; restoring them has no value.",
+    "Cache": "Cached responses expire by TTL and are re-asked on a miss; restoring them has no value.",
 }
 API_AUTH = ("Clients authenticate with the gateway's own bearer keys (OpenAI SDKs send "
             "'Authorization: Bearer'); the app verifies them (hashed virtual keys, master key in Secrets Manager).")
@@ -38,7 +39,7 @@ def _ack(scope: IConstruct, rule: str, reason: str) -> None:
 def acknowledge_data(stack: DataStack) -> None:
     tables = stack.tables
     for logical, table in (("RateLimits", tables.ratelimits), ("Usage", tables.usage),
-                           ("Idempotency", tables.idempotency)):
+                           ("Idempotency", tables.idempotency), ("Cache", tables.cache)):
         _ack(table, "AwsSolutions-DDB3", NO_PITR[logical])
 
 

@@ -16,6 +16,17 @@ request interleaved: added p50/p99 and time to first streamed content), then the
 Any other flag goes to the harness. The interpreter running this needs litellm[proxy]
 (see ../shared/bench/README.md); tiergate runs under the project's own Python
 (``TIERGATE_PYTHON``, default ``python3``).
+
+The cost of telemetry, side by side in one run (no LiteLLM needed: the reference is
+tiergate itself with every telemetry sink off, ``TIERGATE_PROMETHEUS_METRICS=false``):
+
+    python3 bench/overhead/run.py --telemetry prometheus --quick   # bare vs Prometheus series (the default)
+    python3 bench/overhead/run.py --telemetry otel --quick         # bare vs Prometheus + OTel GenAI export
+
+``otel`` also starts a loopback OTLP/HTTP receiver that accepts and drops every export, so
+the candidate pays for building, batching and sending its spans and metrics for real. The
+harness's ``vs`` row is then the telemetry's cost: req/s ratio, added-latency ratio, CPU
+per request and per stream, RSS.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +50,45 @@ HARNESS = next((p / "shared" / "bench" / "anchor_litellm.py" for p in (ROOT.pare
                ROOT.parent / "shared" / "bench" / "anchor_litellm.py")
 PORT = int(os.environ.get("TIERGATE_BENCH_PORT", "18080"))
 KEY = "sk-bench-tiergate"
+
+
+def start_tiergate(port: int, data: str, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = {**os.environ, "TIERGATE_MASTER_KEY": KEY, "TIERGATE_DATA_DIR": data, "BENCH_UPSTREAM_KEY": "sk-sim",
+           "TIERGATE_STORE": os.environ.get("TIERGATE_STORE", "sqlite"), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           **extra_env}
+    py = os.environ.get("TIERGATE_PYTHON", "python3")
+    gw = subprocess.Popen([py, "-m", "tiergate.cli", "serve", "--config", str(HERE / "catalog.yaml"),
+                           "--port", str(port)], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return gw
+        except OSError:
+            if gw.poll() is not None or time.monotonic() > deadline:
+                stop(gw)
+                raise RuntimeError(f"tiergate did not start on port {port}") from None
+            time.sleep(0.2)
+
+
+def stop(gw: subprocess.Popen) -> None:
+    if gw.poll() is None:
+        os.killpg(gw.pid, signal.SIGTERM)
+        gw.wait(timeout=10)
+
+
+class _DropExports(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that reads and drops every export (200, empty body)."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
 
 
 def doors_step(quick: bool) -> int:
@@ -62,33 +114,59 @@ def main() -> int:
     if not HARNESS.exists():
         print(f"shared harness not found at {HARNESS}", file=sys.stderr)
         return 2
-    data = tempfile.mkdtemp(prefix="tiergate-bench-")
-    env = {**os.environ, "TIERGATE_MASTER_KEY": KEY, "TIERGATE_DATA_DIR": data, "BENCH_UPSTREAM_KEY": "sk-sim",
-           "TIERGATE_STORE": os.environ.get("TIERGATE_STORE", "sqlite"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    py = os.environ.get("TIERGATE_PYTHON", "python3")
-    gw = subprocess.Popen([py, "-m", "tiergate.cli", "serve", "--config", str(HERE / "catalog.yaml"),
-                           "--port", str(PORT)], env=env, start_new_session=True)
+    args = sys.argv[1:]
+    if "--telemetry" in args:
+        i = args.index("--telemetry")
+        mode = args[i + 1] if i + 1 < len(args) else ""
+        if mode not in ("prometheus", "otel"):
+            print("--telemetry takes prometheus or otel", file=sys.stderr)
+            return 2
+        return telemetry_run(mode, args[:i] + args[i + 2:])
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1)
-                break
-            except OSError:
-                if gw.poll() is not None or time.monotonic() > deadline:
-                    print("tiergate did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.2)
-        flags = [f for f in sys.argv[1:] if f != "--doors-only"]
+        gw = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {})
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
+        flags = [f for f in args if f != "--doors-only"]
         rc = doors_step("--quick" in flags)
-        if rc or "--doors-only" in sys.argv[1:]:
+        if rc or "--doors-only" in args:
             return rc
-        args = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",
-                "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY, *flags]
-        return subprocess.call(args, cwd=str(HARNESS.parent))
+        cmd = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",
+               "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
     finally:
-        os.killpg(gw.pid, signal.SIGTERM)
-        gw.wait(timeout=10)
+        stop(gw)
+
+
+def telemetry_run(mode: str, flags: list[str]) -> int:
+    """tiergate with every sink off (the reference) beside tiergate with ``mode``'s sinks."""
+    procs: list[subprocess.Popen] = []
+    sink: ThreadingHTTPServer | None = None
+    try:
+        bare = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {"TIERGATE_PROMETHEUS_METRICS": "false"})
+        procs.append(bare)
+        extra: dict[str, str] = {}
+        if mode == "otel":
+            sink = ThreadingHTTPServer(("127.0.0.1", 0), _DropExports)
+            threading.Thread(target=sink.serve_forever, daemon=True).start()
+            extra = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.server_address[1]}",
+                     "TIERGATE_OTEL_METRIC_EXPORT_INTERVAL_S": "5"}
+        cand = start_tiergate(PORT + 1, tempfile.mkdtemp(prefix="tiergate-bench-"), extra)
+        procs.append(cand)
+        cmd = [sys.executable, str(HARNESS), "--gateway-url", f"http://127.0.0.1:{PORT}/v1",
+               "--gateway-pid", str(bare.pid), "--gateway-name", "tg-bare", "--api-key", KEY, "--skip-inproc",
+               "--candidate-url", f"http://127.0.0.1:{PORT + 1}/v1", "--candidate-pid", str(cand.pid),
+               "--candidate-name", "tg-prom" if mode == "prometheus" else "tg-otel", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    finally:
+        for gw in procs:
+            stop(gw)
+        if sink is not None:
+            sink.shutdown()
 
 
 if __name__ == "__main__":

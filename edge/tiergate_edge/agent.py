@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -18,14 +19,24 @@ from fastapi import FastAPI
 
 from tiergate.compose import build_app
 from tiergate.config.adapters import LLAMA_CPP, OPENAI_COMPATIBLE, WORDLLAMA
+from tiergate.config.cache import CacheConfig, ExactCacheConfig, SemanticCacheConfig
 from tiergate.config.cascades import CascadePolicy
-from tiergate.config.catalog import Catalog, CatalogFile, ModelSpec, ReliabilityConfig, RoutingConfig, resolve
+from tiergate.config.catalog import (
+    Catalog,
+    CatalogFile,
+    LearnedConfig,
+    ModelSpec,
+    ReliabilityConfig,
+    RoutingConfig,
+    resolve,
+)
 from tiergate.limits.admission import Principal
 from tiergate.limits.master_key import MasterKeyAdmission
 from tiergate.limits.stored_responses import ResponseStore
 from tiergate.providers.credentials import EnvKeyResolver
 from tiergate.providers.registry import default_registry
 from tiergate.request import GatewayRequest
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.services import Services
 from tiergate.settings import Settings
 from tiergate.stores.sqlite import SqliteStore
@@ -34,6 +45,7 @@ from tiergate_edge.cloud_client import CloudClient
 from tiergate_edge.cloud_provider import WatchedCloudProvider
 from tiergate_edge.connectivity import CloudHealth
 from tiergate_edge.drain import Drainer
+from tiergate_edge.history import StatusHistory
 from tiergate_edge.jobs import JobQueue, JobStore, lock_queue_file
 from tiergate_edge.local_embedder import BUNDLED as LOCAL_EMBEDDER
 from tiergate_edge.plugin import register_local_embedder
@@ -72,6 +84,10 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
                                 input_cost_per_mtok=0, output_cost_per_mtok=0, timeout_s=edge.offload_timeout_s))
     routing = base.routing if base is not None else RoutingConfig(task_tiers=EDGE_TASK_TIERS,
                                                                    context_headroom=edge.context_headroom)
+    if edge.router_artifact is not None:
+        # The same artifact scores the local answer of the local-then-cloud cascade (when it has a scorer).
+        routing = routing.model_copy(update={"learned": LearnedConfig(path=edge.router_artifact,
+                                                                      quality_target=edge.quality_target)})
     # One attempt per deployment (the cloud retries upstream itself; the local model would
     # fail the same way twice) and a short circuit cooldown: the probe decides reachability.
     reliability = ReliabilityConfig(max_attempts_per_deployment=1, circuit_cooldown_s=2.0,
@@ -81,8 +97,25 @@ def edge_catalog(edge: EdgeSettings, base: Catalog | None = None) -> Catalog:
     if edge.cloud_api_base and edge.escalate_poor_answers:
         cascades[ESCALATE_POLICY] = CascadePolicy(mode="escalate", models=[LOCAL_NAME, CLOUD_NAME],
                                                   threshold=edge.escalate_threshold)
-    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability, cascades=cascades),
-                   source="edge")
+    cache = base.cache if base is not None else edge_cache(edge)
+    return resolve(CatalogFile(models=models, routing=routing, reliability=reliability, cascades=cascades,
+                               cache=cache), source="edge")
+
+
+def edge_cache(edge: EdgeSettings) -> CacheConfig:
+    if edge.cache == "off":
+        return CacheConfig()
+    exact = ExactCacheConfig(ttl_s=edge.cache_ttl_s)
+    semantic = SemanticCacheConfig(ttl_s=edge.cache_ttl_s, threshold=edge.cache_threshold)
+    return CacheConfig(exact=exact, semantic=semantic if edge.cache == "semantic" else None)
+
+
+def edge_learned(edge: EdgeSettings, catalog: Catalog) -> LearnedRouting | None:
+    """The offload artifact (``router_artifact``); a missing, corrupt or unknown-model one
+    fails at startup with an ArtifactError (a CatalogError)."""
+    if edge.router_artifact is None:
+        return None
+    return LearnedRouting(LearnedConfig(path=edge.router_artifact, quality_target=edge.quality_target), catalog)
 
 
 class _EdgeKeys:
@@ -113,7 +146,9 @@ class EdgeAgent:
         self.health = CloudHealth(edge.cloud_url, self.http, interval_s=edge.probe_interval_s,
                                   timeout_s=edge.probe_timeout_s, backoff_min_s=edge.probe_backoff_min_s,
                                   backoff_max_s=edge.probe_backoff_max_s)
+        self.learned = edge_learned(edge, self.catalog)
         self.router = EdgeRouter(self.catalog, local=self.local, cloud=self.cloud, cloud_up=lambda: self.health.is_up,
+                                 learned=self.learned,
                                  local_context=self.runtime.context_window, policy=edge.policy,
                                  headroom=self.catalog.routing.context_headroom,
                                  default_max_tokens=edge.default_max_tokens,
@@ -140,6 +175,7 @@ class EdgeAgent:
         # Responses API state on the device (the edge has no record store of its own).
         self.responses_db = SqliteStore(edge.data_dir / "responses.sqlite3")
         self.responses = ResponseStore(self.responses_db, ttl_s=settings.responses_ttl_s)
+        self.history = StatusHistory(self.edge_status, interval_s=edge.history_interval_s)
         self._lock_fd: int | None = None
 
     # --- deferral (the chat route's Deferrer) -------------------------------------------
@@ -163,8 +199,10 @@ class EdgeAgent:
         await self.health.start()
         await self.drainer.start()
         await self.usage.start()
+        self.history.start()
 
     async def stop(self, services: Services | None = None) -> None:
+        await self.history.stop()
         await self.usage.stop()
         await self.drainer.stop()
         await self.health.stop()
@@ -194,14 +232,32 @@ class EdgeAgent:
         }}
 
 
+    # --- the dashboard's edge view and the edge gauges of /metrics -------------------------
+
+    def edge_status(self) -> dict[str, Any]:
+        return {"policy": self.edge.policy, "queue": self.store.counts(),
+                "usage_outbox_pending": self.outbox.pending(), "sync_lag_s": round(self.outbox.oldest_age_s(), 3),
+                "cloud_up": self.health.is_up, "cloud_configured": self.health.configured}
+
+    def edge_history(self) -> list[Mapping[str, Any]]:
+        return self.history.samples()
+
+
 def build_edge_app(agent: EdgeAgent) -> FastAPI:
     """The core app with the edge's parts: the offload router, the recording admission
     (local usage syncs to the cloud), the offline queue and its jobs route."""
     master = agent.settings.master_key.get_secret_value() if agent.settings.master_key else None
-    admission = RecordingAdmission(MasterKeyAdmission(master), agent.outbox, device=socket.gethostname())
+    inner = MasterKeyAdmission(master)
+    admission = RecordingAdmission(inner, agent.outbox, device=socket.gethostname())
     # The cascade runner gives local-then-cloud escalation of weak local answers.
+    semantic = None
+    if agent.catalog.cache.semantic is not None:
+        from tiergate_edge.semantic import semantic_cache
+
+        semantic = semantic_cache(agent.edge.data_dir)
     return build_app(agent.settings, agent.catalog, registry=agent.registry, admission=admission,
                      router=agent.router, credentials=agent.keys, deferrer=agent, jobs=agent.queue,
-                     responses=agent.responses,
-                     health_sources=[agent], extra_routers=[jobs_api.router], on_startup=[agent.start],
+                     responses=agent.responses, semantic_cache=semantic, health_sources=[agent],
+                     usage_log=inner.ledger, edge=agent,
+                     extra_routers=[jobs_api.router], on_startup=[agent.start],
                      on_shutdown=[agent.stop])

@@ -19,7 +19,9 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, EdgeSettings]:
     settings = Settings(**core)
     edge: dict[str, Any] = {"data_dir": settings.data_dir}
     for flag, field in (("model", "model"), ("cloud", "cloud_url"), ("policy", "policy"), ("threads", "n_threads"),
-                        ("ctx", "n_ctx_cap"), ("chat_format", "chat_format"), ("queue", "queue_path")):
+                        ("ctx", "n_ctx_cap"), ("chat_format", "chat_format"), ("queue", "queue_path"),
+                        ("cache", "cache"),
+                        ("router", "router_artifact"), ("quality_target", "quality_target")):
         if getattr(args, flag) is not None:
             edge[field] = getattr(args, flag)
     return settings, EdgeSettings(**edge)
@@ -44,9 +46,14 @@ def run_edge(args: argparse.Namespace) -> int:
     except (NotGGUF, ValueError, OSError) as e:
         print(f"tiergate edge: cannot use model {edge.model!r}: {e}", file=sys.stderr)
         return 2
+    from tiergate.config.catalog import CatalogError
     from tiergate_edge.agent import EdgeAgent, build_edge_app
 
-    agent = EdgeAgent(settings, edge)
+    try:
+        agent = EdgeAgent(settings, edge)
+    except CatalogError as e:  # a bad router artifact
+        print(f"tiergate edge: {e}", file=sys.stderr)
+        return 2
     app = build_edge_app(agent)
     print(f"tiergate edge: local model {path} ({info.architecture}, trained context {info.context_length}, "
           f"using {agent.runtime.context_window(agent.local)}), {edge.n_threads} threads")
@@ -70,6 +77,10 @@ def add_edge_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--chat-format", help="llama.cpp chat format when the GGUF has no template")
     p.add_argument("--data-dir", type=Path, help="where the model, queue and usage outbox live")
     p.add_argument("--queue", type=Path, help="SQLite queue path (default: <data-dir>/edge-queue.sqlite3)")
+    p.add_argument("--cache", choices=["off", "exact", "semantic"],
+                   help="response cache on the device (default off; semantic needs tiergate[semantic])")
+    p.add_argument("--router", type=Path, help="router artifact whose outcomes include 'local': decides offload")
+    p.add_argument("--quality-target", type=float, help="offload when local is predicted below this (default 0.95)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run_edge)
     return p

@@ -63,6 +63,12 @@ class LocalModelPlugin(Plugin):
             if m.adapter == LLAMA_CPP and is_bundled(m.model) and self.unavailable(m) is None:
                 resolve_model_path(m.model, self.edge.models_dir)
 
+    def semantic_cache(self, settings: Settings, catalog: Catalog) -> Any:
+        """The device's embedder and vector index (None when not installed)."""
+        from tiergate_edge.semantic import semantic_cache
+
+        return semantic_cache(settings.data_dir)
+
     def health_info(self) -> Mapping[str, Any]:
         info = self._runtime.info() if self._runtime is not None else {"loaded": False}
         return {"local_model": info}

@@ -28,6 +28,8 @@ from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest, ModelRef
 from tiergate.request.classify import TaskProfile
 from tiergate.request.needs import RequestNeeds
+from tiergate.routing.learned.model import ALWAYS_REFERENCE, choose
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.routing.plan import RoutePlan, auto_tier
 from tiergate_edge.offload import OVERRIDES, Decision, LocalState, OffloadRequest, decide
 
@@ -42,14 +44,18 @@ class Target:
     upstream_model: str   # what the cloud is asked for
     why: str
     forced_local: bool = False
+    #: The learned decision (``POST /v1/route``'s ``router`` block), when the artifact made it.
+    router: dict[str, Any] | None = None
 
 
 class EdgeRouter:
     def __init__(self, catalog: Catalog, *, local: ModelSpec, cloud: ModelSpec | None,
                  cloud_up: Callable[[], bool], local_context: Callable[[ModelSpec], int],
                  policy: str = "prefer-local", headroom: float = 0.05, default_max_tokens: int = 512,
-                 escalate_policy: str | None = None) -> None:
+                 escalate_policy: str | None = None, learned: LearnedRouting | None = None) -> None:
         self.catalog = catalog
+        #: A router artifact whose outcome keys include the local model: it decides local vs cloud.
+        self.learned = learned
         #: Cascade policy (local, then cloud) used when the local answer should be scored.
         self.escalate_policy = escalate_policy
         self.local = local
@@ -60,9 +66,11 @@ class EdgeRouter:
         self._headroom = headroom
         self._default_max = default_max_tokens
 
-    def target(self, ref: ModelRef, task: TaskProfile | None) -> Target:
+    def target(self, ref: ModelRef, task: TaskProfile | None, req: GatewayRequest | None = None) -> Target:
         if ref.kind == "model" and ref.target == self.local.name:
             return Target(self.local.tier, "auto", f"model {ref.requested} (local) requested", forced_local=True)
+        if ref.kind == "auto" and req is not None and (learned := self.learned_target(req)) is not None:
+            return learned
         if ref.kind == "auto":
             assert task is not None
             tier = auto_tier(self.catalog, task)
@@ -71,6 +79,29 @@ class EdgeRouter:
             return Target(int(ref.tier or 0), ref.target, f"{ref.requested} -> tier {ref.tier}")
         # Any other name is a cloud model (or cascade): the cloud's catalog decides.
         return Target(4, ref.requested, f"model {ref.requested} is a cloud model")
+
+    def learned_target(self, req: GatewayRequest) -> Target | None:
+        """Local vs cloud by the artifact: stay local when the local model's predicted quality
+        is within the calibrated margin of the best other outcome model's (the local model
+        costs nothing here), else offload. None when no artifact knows the local model."""
+        a = self.learned.current() if self.learned is not None else None
+        if a is None or self.local.name not in a.models:
+            return None
+        assert self.learned is not None
+        target = self.learned.target_for(req)
+        pred = a.predict(req.messages, req.body)
+        margin = a.margin(target)
+        costs = {m: 0.0 if m == self.local.name else 1.0 for m in pred}
+        stay = choose(pred, costs, ALWAYS_REFERENCE if margin is None else margin, a.reference) == self.local.name
+        best = max((q, m) for m, q in pred.items() if m != self.local.name)
+        why = (f"auto (learned {a.id}): predicted {self.local.name} {pred[self.local.name]:.2f} vs {best[1]} "
+               f"{best[0]:.2f}; target {target:g} -> {'stay local' if stay else 'offload'}")
+        tier = self.local.tier if stay else min(4, max(self.local.tier + 1, auto_tier(self.catalog, req.task)))
+        block = {"kind": "learned", "artifact": a.id, "target": target,
+                 "predicted_quality": {m: round(q, 4) for m, q in pred.items()},
+                 "margin": None if margin is None or margin < 0 else round(margin, 4), "reference": a.reference,
+                 "chosen": self.local.name if stay else (self.cloud.name if self.cloud else best[1])}
+        return Target(tier, "auto", why, router=block)
 
     def state(self) -> LocalState:
         return LocalState(
@@ -84,7 +115,7 @@ class EdgeRouter:
         if override not in OVERRIDES:
             raise InvalidRequest(f"{OFFLOAD_HEADER} must be one of {', '.join(OVERRIDES)}", param=OFFLOAD_HEADER)
         needs = req.needs
-        target = self.target(req.ref, req.task if req.ref.kind == "auto" else None)
+        target = self.target(req.ref, req.task if req.ref.kind == "auto" else None, req)
         if target.forced_local and override == "auto":
             override = "local"
         oreq = OffloadRequest(task_tier=target.task_tier, prompt_tokens=needs.prompt_tokens,
@@ -129,11 +160,15 @@ class EdgeRouter:
             # one (empty, truncated, refused, malformed) to the cloud through the cascade engine.
             return RoutePlan(mode="cascade", requested=requested, cascade_policy=self.escalate_policy,
                              reason=f"{reason}; local answer scored, weak answers escalate to the cloud",
-                             candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs)
+                             candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs,
+                             extra={"router": target.router} if target.router else {})
+        extra: dict[str, Any] = {"offload": {"policy": self.policy, "targets": list(d.targets),
+                                             "cloud_up": self.state().cloud_up, "upstream_model": target.upstream_model}}
+        if target.router:
+            extra["router"] = {**target.router, "chosen": chain[0].name}
         return RoutePlan(mode="single", requested=requested,
                          reason=reason, candidates=tuple(chain), tier=chain[0].tier, task=task, needs=needs,
-                         extra={"offload": {"policy": self.policy, "targets": list(d.targets),
-                                            "cloud_up": self.state().cloud_up, "upstream_model": target.upstream_model}})
+                         extra=extra)
 
     def _embeddings_plan(self, req: GatewayRequest, principal: Principal) -> RoutePlan:
         """Embeddings: the local embedder (``auto`` or its own name), the cloud for any other
@@ -169,5 +204,5 @@ class EdgeRouter:
     def upstream_body(self, req: GatewayRequest) -> dict[str, Any]:
         """The body a deferred job sends to the cloud: the model the cloud should route."""
         out = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
-        out["model"] = self.target(req.ref, req.task if req.ref.kind == "auto" else None).upstream_model
+        out["model"] = self.target(req.ref, req.task if req.ref.kind == "auto" else None, req).upstream_model
         return out

@@ -20,7 +20,8 @@ def _default_threads() -> int:
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_EDGE_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
 
     #: A GGUF path, a name from ``tiergate models list``, or ``bundled:smollm2-135m`` (the default).
     model: str = "bundled:smollm2-135m"
@@ -55,11 +56,22 @@ class EdgeSettings(BaseSettings):
     #: Score below which a local answer is escalated (the cascade scorer's 0..1 scale).
     escalate_threshold: float = Field(0.5, ge=0, le=1)
 
+    #: A router artifact (``tiergate router train``) whose outcome keys include ``local``: it
+    #: decides local vs cloud for ``auto`` (offload when local is predicted below target).
+    router_artifact: Path | None = None
+    quality_target: float = Field(0.95, gt=0, le=1)
+
     probe_interval_s: float = Field(15.0, gt=0)
     probe_timeout_s: float = Field(2.0, gt=0)
     probe_backoff_min_s: float = Field(0.5, gt=0)
     probe_backoff_max_s: float = Field(5.0, gt=0)
     offload_timeout_s: float = Field(120.0, gt=0)
+
+    #: Response cache on the device: off, exact, or semantic (exact and semantic).
+    cache: Literal["off", "exact", "semantic"] = "off"
+    cache_ttl_s: int = Field(3600, ge=1)
+    #: Cosine similarity a semantic hit needs (the lexical guard must pass too).
+    cache_threshold: float = Field(0.9, gt=0, le=1)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     queue_path: Path | None = None
@@ -67,6 +79,8 @@ class EdgeSettings(BaseSettings):
     job_lease_s: float = Field(300.0, gt=0)
     usage_sync_interval_s: float = Field(30.0, gt=0)
     usage_sync_batch: int = Field(200, ge=1, le=5000)
+    #: The dashboard's edge view: one status sample per interval (the last 360 kept).
+    history_interval_s: float = Field(10.0, gt=0)
 
     @field_validator("cloud_url")
     @classmethod

@@ -58,6 +58,12 @@ class UsageOutbox:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM usage_outbox").fetchone()[0]
 
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """How long the oldest unsynced record has waited (0 when all are synced): the sync lag."""
+        with self._lock:
+            oldest = self._db.execute("SELECT MIN(created) FROM usage_outbox").fetchone()[0]
+        return 0.0 if oldest is None else max(0.0, (now or time.time()) - oldest)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -87,14 +93,16 @@ class RecordingAdmission:
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
         await self._inner.settle(ticket, outcome)
         dep = outcome.deployment
-        if dep is None or dep.adapter != LLAMA_CPP:
+        # A cache hit never reaches the cloud, whichever deployment first answered it.
+        if dep is None or (dep.adapter != LLAMA_CPP and not outcome.cache_hit):
             return
         record = {"id": ticket.request_id, "source": "edge", "device": self._device,
                   "key_id": ticket.principal.key_id, "tenant": ticket.principal.tenant, "model": dep.name,
                   "tier": dep.tier, "prompt_tokens": outcome.prompt_tokens,
                   "completion_tokens": outcome.completion_tokens, "cost_usd": outcome.cost_usd,
                   "latency_ms": round(outcome.latency_ms, 2), "attempts": outcome.attempts,
-                  "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "ts": time.time()}
+                  "outcome": outcome.outcome, "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd,
+                  "ts": time.time()}
         await asyncio.to_thread(self._outbox.add, record)
 
     async def aclose(self) -> None:

@@ -21,25 +21,32 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from tiergate.api.app import Hook, create_app
+from tiergate.cache.service import ResponseCache, SemanticLookup
+from tiergate.cache.store import ExactStore
 from tiergate.cascade.runner import CascadeRunner, RemoteCascade
 from tiergate.cascade.service import CascadeDeps
 from tiergate.config import catalog as catalog_mod
 from tiergate.config.adapters import LITELLM
-from tiergate.config.catalog import Catalog
+from tiergate.config.catalog import Catalog, LearnedConfig
 from tiergate.execution.circuit import CircuitBoard
 from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.stored_responses import ResponseStore
+from tiergate.limits.usage import MemoryLedger
 from tiergate.limits.virtual_keys import KeyService
+from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import EnvKeyResolver, KeyResolver
 from tiergate.providers.registry import ProviderRegistry, default_registry
+from tiergate.routing.affinity import Affinity
+from tiergate.routing.learned.labels import LabelLog
+from tiergate.routing.learned.serving import LearnedRouting, LearnedScorer
 from tiergate.routing.plan import Router
-from tiergate.services import Availability, Deferrer, HealthSource, JobLookup, Planner, Services
+from tiergate.services import Availability, Deferrer, EdgeStatus, HealthSource, JobLookup, Planner, Services
 from tiergate.settings import Settings
 from tiergate.stores import open_store
-from tiergate.telemetry import NoopTelemetry, Telemetry
+from tiergate.telemetry import FanoutTelemetry, NoopTelemetry, Telemetry
 
 
 class Plugin:
@@ -63,6 +70,10 @@ class Plugin:
     def health_info(self) -> Mapping[str, Any]:
         return {}
 
+    def semantic_cache(self, settings: Settings, catalog: Catalog) -> SemanticLookup | None:
+        """A semantic cache (an embedding model and a vector index), if this home has one."""
+        return None
+
 
 def build_services(
     settings: Settings,
@@ -79,6 +90,9 @@ def build_services(
     health_sources: Sequence[HealthSource] = (),
     remote_cascade: RemoteCascade | None = None,
     responses: ResponseStore | None = None,
+    semantic_cache: SemanticLookup | None = None,
+    usage_log: MemoryLedger | None = None,
+    edge: EdgeStatus | None = None,
 ) -> Services:
     """Every part a request needs. Without an ``admission`` the store-backed one is built
     (virtual keys, budgets, rate limits, usage, idempotency on ``settings.store``)."""
@@ -90,8 +104,10 @@ def build_services(
     rel = catalog.reliability
     circuits = CircuitBoard(threshold=rel.circuit_failure_threshold, cooldown_s=rel.circuit_cooldown_s)
     availability = Availability(registry, credentials)
+    learned = learned_routing(catalog, settings)
     if router is None:
-        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id))
+        router = Router(catalog, available=availability, circuit_open=lambda s: circuits.is_open(s.deployment_id),
+                        learned=learned)
     executor = Executor(catalog, registry, credentials, circuits)
     store = virtual_keys = idempotency = None
     if admission is None:
@@ -104,18 +120,88 @@ def build_services(
         cfg = catalog.budgets
         idempotency = Idempotency(store, ttl_s=cfg.idempotency_ttl_s, wait_s=cfg.idempotency_wait_s)
         responses = responses or ResponseStore(store, ttl_s=settings.responses_ttl_s)
+    labels = None
+    if store is not None and catalog.routing.learned is not None:
+        labels = LabelLog(store, collect_prompts=catalog.routing.learned.collect_prompts,
+                          retention_days=catalog.budgets.usage_retention_days)
     if remote_cascade is None and settings.cascade_state_machine_arn:
         from tiergate.aws.step_functions import StepFunctionsCascade
 
         remote_cascade = StepFunctionsCascade(settings.cascade_state_machine_arn)
-    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission), remote=remote_cascade)
+    scorer = LearnedScorer(learned) if learned is not None else None
+    cascades = CascadeRunner(CascadeDeps(catalog, router, executor, admission, scorer=scorer), remote=remote_cascade)
+    for plugin in plugins:
+        semantic_cache = semantic_cache or plugin.semantic_cache(settings, catalog)
+    cache = build_cache(settings, catalog, keys_may_opt_in=virtual_keys is not None, semantic=semantic_cache,
+                        client=getattr(store, "client", None))
+    prometheus = PrometheusMetrics(models=catalog.groups, deployments=[m.deployment_id for m in catalog.models],
+                                   policies=catalog.cascades) if settings.prometheus_metrics else None
     return Services(
         settings=settings, catalog=catalog, registry=registry, credentials=credentials, circuits=circuits,
         router=router, executor=executor, admission=admission, availability=availability,
-        telemetry=telemetry or NoopTelemetry(), cascades=cascades, store=store, virtual_keys=virtual_keys,
-        idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs,
-        health_sources=(*plugins, *health_sources),
+        telemetry=build_telemetry(settings, prometheus, telemetry), cascades=cascades, store=store,
+        virtual_keys=virtual_keys, idempotency=idempotency, responses=responses, deferrer=deferrer, jobs=jobs, cache=cache,
+        learned=learned, labels=labels, affinity=Affinity(store),
+        health_sources=(*plugins, *health_sources), prometheus=prometheus, usage_log=usage_log, edge=edge,
     )
+
+
+def build_cache(settings: Settings, catalog: Catalog, *, keys_may_opt_in: bool,
+                semantic: SemanticLookup | None = None, client: Any = None) -> ResponseCache | None:
+    """The response cache, when the catalog configures one or virtual keys may opt in; its
+    exact store is the home's kind (DynamoDB in the cloud, on the record store's boto3
+    client when given: no second client at cold start; a SQLite file elsewhere)."""
+    if not (catalog.cache.configured or keys_may_opt_in or semantic is not None):
+        return None
+    exact: ExactStore
+    if settings.store == "dynamodb":
+        from tiergate.cache.dynamodb import DynamoExactStore, create_table
+        from tiergate.stores import dynamodb
+
+        client = client or dynamodb.make_client(settings.dynamodb_endpoint_url)
+        if settings.dynamodb_endpoint_url is not None:  # a local emulator: dev and tests
+            create_table(client, settings.table_cache)
+        exact = DynamoExactStore(client, settings.table_cache)
+    else:
+        from tiergate.cache.sqlite import SqliteExactStore
+
+        bound = catalog.cache.exact.max_total_bytes if catalog.cache.exact else 256 * 1024 * 1024
+        path = settings.cache_path or (":memory:" if settings.store == "memory" else settings.data_dir / "cache.sqlite3")
+        exact = SqliteExactStore(path, max_total_bytes=bound)
+    return ResponseCache(catalog.cache, catalog.by_id, exact=exact, semantic=semantic)
+
+
+def build_telemetry(settings: Settings, prometheus: PrometheusMetrics | None, home: Telemetry | None) -> Telemetry:
+    """Every home's sinks: Prometheus (scraped from ``/metrics``), the home's own (Powertools
+    in Lambda), OpenTelemetry when an OTLP endpoint is set (imported only then)."""
+    sinks: list[Telemetry] = [prometheus] if prometheus is not None else []
+    if home is not None:
+        sinks.append(home)
+    if settings.otel_exporter_otlp_endpoint:
+        try:
+            from tiergate.observe.otel import OtelTelemetry
+        except ImportError as e:  # a home built without the [otel] extra
+            raise RuntimeError(f"OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is missing ({e}): "
+                               "install tiergate[otel]") from e
+
+        sinks.append(OtelTelemetry(settings.otel_exporter_otlp_endpoint, service_name=settings.otel_service_name,
+                                   export_interval_s=settings.otel_metric_export_interval_s))
+    if not sinks:
+        return NoopTelemetry()
+    return sinks[0] if len(sinks) == 1 else FanoutTelemetry(sinks)
+
+
+def learned_routing(catalog: Catalog, settings: Settings | None = None) -> LearnedRouting | None:
+    """The trained router of ``routing.learned.path`` (``TIERGATE_ROUTER_ARTIFACT`` wins);
+    raises :class:`~tiergate.routing.learned.artifact.ArtifactError` (a ``CatalogError``)
+    at startup for a missing, corrupt or unknown-model artifact."""
+    cfg = catalog.routing.learned
+    override = settings.router_artifact if settings is not None else None
+    if override is not None:
+        cfg = (cfg or LearnedConfig()).model_copy(update={"path": override})
+    if cfg is None or cfg.path is None:
+        return None
+    return LearnedRouting(cfg, catalog)
 
 
 def build_app(

@@ -16,6 +16,8 @@ limit is re-planned below the ceiling the reservation reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from tiergate.cache.replay import StreamCollector, hit_response, replay_chunks
+from tiergate.cache.service import NO_CACHE, Lookup
 from tiergate.config.catalog import ModelSpec
 from tiergate.dialects import native as native_dialects
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
@@ -30,14 +34,19 @@ from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.idempotency import Hit, request_hash
 from tiergate.request import GatewayRequest
+from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
 from tiergate.tokens import content_tokens
+
+log = logging.getLogger(__name__)
 
 #: Output tokens assumed for the worst-case budget estimate when neither the request
 #: nor the catalog bounds the answer.
 FALLBACK_MAX_OUTPUT = 4096
 DEFER_HEADER = "x-tiergate-defer"
+#: Front door -> the OpenTelemetry GenAI operation name (every other door is "chat").
+GENAI_OPERATIONS = {"embeddings": "embeddings", "completions": "text_completion"}
 SSE_DONE = b"data: [DONE]\n\n"
 
 
@@ -64,6 +73,8 @@ class ResponseMeta:
     budget_headers: dict[str, str] = field(default_factory=dict)
     cascade: str | None = None
     replay: bool = False
+    #: The cache step's outcome (x-tiergate-cache, -age, -similarity, -reason).
+    cache: Lookup | None = None
 
     def headers(self) -> dict[str, str]:
         d = self.deployment
@@ -77,6 +88,8 @@ class ResponseMeta:
         h.update({k: header_safe(v) for k, v in self.budget_headers.items()})
         if self.replay:
             h["x-tiergate-idempotent-replay"] = "true"
+        if self.cache is not None:
+            h.update({k: header_safe(v) for k, v in self.cache.headers().items()})
         return h
 
 
@@ -105,7 +118,9 @@ class Completed:
     @property
     def headers(self) -> dict[str, str]:
         if self.stored_headers is not None:
-            return {**self.stored_headers, "x-tiergate-idempotent-replay": "true"}
+            # An idempotent replay is not a cache hit: the first response's cache headers go.
+            kept = {k: v for k, v in self.stored_headers.items() if not k.startswith("x-tiergate-cache")}
+            return {**kept, "x-tiergate-idempotent-replay": "true"}
         return self.meta.headers()
 
     @property
@@ -147,6 +162,8 @@ class _Admitted:
     ctx: CallContext
     started: float
     notes: list[str] = field(default_factory=list)
+    #: The GenAI ``gen_ai.operation.name`` of the door (telemetry).
+    operation: str = "chat"
 
     def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
         return ResponseMeta(self.ctx.request_id, spec, len(attempts), "; ".join([self.plan.reason, *self.notes]),
@@ -188,6 +205,53 @@ class Gateway:
         """The routing decision under the budget's current tier ceiling (no store access)."""
         return self.s.router.plan(req, principal, max_tier=self.s.admission.tier_ceiling(principal))
 
+    async def planned(self, req: GatewayRequest, principal: Principal) -> tuple[RoutePlan, tuple[str, str] | None]:
+        """The plan with session affinity applied: a request of a known session (or tool
+        loop) goes first to the deployment that served the session's first request, while
+        that deployment is usable. Returns the plan and the session to remember, if new."""
+        plan = self.plan(req, principal)
+        aff = self.s.affinity
+        if aff is None or plan.mode != "single" or req.ref.kind == "model":
+            return plan, None
+        sess = session_of(req)
+        if sess is None:
+            return plan, None
+        try:
+            dep = await aff.lookup(principal.tenant, *sess)
+        except Exception as e:  # affinity is an optimization: a store hiccup routes afresh
+            log.warning("session affinity lookup failed: %r", e)
+            return plan, None
+        if dep is None:
+            return plan, sess
+        pinned = next((c for c in plan.candidates if c.deployment_id == dep), None) or self._usable(dep, req, principal)
+        if pinned is None:
+            return dataclasses.replace(plan, reason=f"{plan.reason}; session affinity: {dep} unusable now"), None
+        chain = (pinned, *(c for c in plan.candidates if c.deployment_id != dep))
+        return dataclasses.replace(plan, candidates=chain, tier=pinned.tier,
+                                   reason=f"{plan.reason}; session affinity ({sess[0]}): stays on {dep}",
+                                   extra={**plan.extra, "affinity": {"session": sess[0], "deployment": dep}}), None
+
+    def _usable(self, deployment_id: str, req: GatewayRequest, principal: Principal) -> ModelSpec | None:
+        spec = self.s.catalog.by_id.get(deployment_id)
+        if spec is None or self.s.circuits.is_open(deployment_id):
+            return None
+        ok, _ = self.s.router.tier_candidates(spec.tier, principal, req.needs)
+        return spec if any(c.deployment_id == deployment_id for c in ok) else None
+
+    async def _remember(self, principal: Principal, sess: tuple[str, str] | None, spec: ModelSpec,
+                        response: dict[str, Any] | None = None) -> None:
+        aff = self.s.affinity
+        if aff is None:
+            return
+        try:
+            if sess is not None:
+                await aff.remember(principal.tenant, *sess, spec.deployment_id)
+            call = response_tool_call(response) if response is not None else None
+            if call is not None:  # a tool loop starts here: its continuations come back to this deployment
+                await aff.remember(principal.tenant, "tool", call, spec.deployment_id)
+        except Exception as e:  # the answer stands; the next request of the session routes afresh
+            log.warning("session affinity not stored: %r", e)
+
     @staticmethod
     def estimate(spec: ModelSpec, plan: RoutePlan) -> tuple[int, int, float]:
         needs = plan.needs
@@ -215,17 +279,32 @@ class Gateway:
                 notes.append("budget soft limit: no cheaper tier available")
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
         ctx = CallContext(request_id=request_id, deadline=deadline, client_gone=req.client_gone)
-        return _Admitted(plan, ticket, ctx, started, notes)
+        return _Admitted(plan, ticket, ctx, started, notes, GENAI_OPERATIONS.get(req.door, "chat"))
 
-    async def _settle(self, a: _Admitted, outcome: Outcome) -> None:
-        """Settle once (durable when it returns) and publish the request's telemetry."""
-        await self.s.admission.settle(a.ticket, outcome)
+    async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None) -> None:
+        """Settle once (durable when it returns) and publish the request's telemetry. With
+        labels collected, the request's label record is written alongside (concurrently:
+        one round trip of latency)."""
         dep = outcome.deployment
+        if self.s.labels is not None and dep is not None and req is not None:
+            settled, labeled = await asyncio.gather(self.s.admission.settle(a.ticket, outcome), self.s.labels.record(
+                a.ctx.request_id, a.ticket.principal, model=dep.name, deployment=dep.deployment_id, tier=dep.tier,
+                messages=req.messages, router=a.plan.extra.get("router")), return_exceptions=True)
+            if isinstance(labeled, Exception):  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", a.ctx.request_id, labeled)
+            if isinstance(settled, BaseException):
+                raise settled
+        else:
+            await self.s.admission.settle(a.ticket, outcome)
+        # A failed request is reported under the deployment it was planned for.
+        dep = outcome.deployment or a.plan.candidates[0]
         self.s.telemetry.emit({
-            "request_id": a.ctx.request_id, "model": dep.name if dep else None, "tier": dep.tier if dep else None,
+            "request_id": a.ctx.request_id, "model": dep.name, "tier": dep.tier, "requested_model": a.plan.requested,
+            "upstream_model": dep.wire_model, "provider": dep.model.partition("/")[0], "operation": a.operation,
             "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "attempts": outcome.attempts,
-            "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
+            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+            "attempts": outcome.attempts, "fallback": outcome.fallback, "outcome": outcome.outcome,
+            "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd, "task_type": outcome.capability,
             "budget_utilization_percent": a.ticket.budget_utilization_percent,
         })
 
@@ -260,9 +339,12 @@ class Gateway:
         return done
 
     async def _complete(self, req: GatewayRequest, principal: Principal) -> Completed:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
+        look = await self._cache_lookup(req, principal, plan)
+        if look.hit:
+            return await self._cache_hit(look, plan, principal)
         if plan.mode == "cascade":
-            return await self._cascade(req, principal, plan)
+            return await self._keep(look, await self._cascade(req, principal, plan))
         a = await self._admit(req, principal, plan)
         try:
             r = await self.s.executor.execute(a.plan.candidates, req.upstream, a.ctx,
@@ -283,26 +365,41 @@ class Gateway:
         await asyncio.shield(self._settle(a, Outcome(
             deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(r.attempts),
-            outcome="ok", capability=_capability(a.plan))))
-        return Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd), dialect=r.dialect)
+            outcome="ok", capability=_capability(a.plan),
+            fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id), req))
+        await self._remember(principal, sess, r.deployment, r.response)
+        return await self._keep(look, Completed(r.response, a.meta(r.deployment, r.attempts, r.cost_usd),
+                                                dialect=r.dialect))
 
     # --- streaming ----------------------------------------------------------------------
 
     async def stream(self, req: GatewayRequest, principal: Principal) -> Streaming:
-        plan = self.plan(req, principal)
+        plan, sess = await self.planned(req, principal)
+        look = await self._cache_lookup(req, principal, plan)
+        if look.hit:
+            return _as_stream(await self._cache_hit(look, plan, principal), req.include_usage)
         if plan.mode == "cascade":
-            return _as_stream(await self._cascade(req, principal, plan), req.include_usage)
+            return _as_stream(await self._keep(look, await self._cascade(req, principal, plan)), req.include_usage)
         a = await self._admit(req, principal, plan)
         try:
             h = await self.s.executor.open_stream(a.plan.candidates, req.upstream, a.ctx, native=req.native)
         except BaseException as e:
             await self._release(a, e)
             raise
-        if h.dialect != "chat":
-            return Streaming(a.meta(h.deployment, h.attempts), self._native_events(a, h, req), True, h.dialect)
-        return Streaming(a.meta(h.deployment, h.attempts), self._chunks(a, h, req), req.include_usage)
+        await self._remember(principal, sess, h.deployment)
+        ttft_ms = (time.perf_counter() - a.started) * 1000  # the handle holds the first chunk
+        meta = a.meta(h.deployment, h.attempts)
+        meta.cache = look
+        if h.dialect != "chat":  # a native stream is relayed as is, and never cached
+            return Streaming(meta, self._native_events(a, h, req, ttft_ms), True, h.dialect)
+        chunks = self._chunks(a, h, req, ttft_ms)
+        if look.storable:
+            chunks = self._keep_stream(look, chunks, h.deployment)
+        return Streaming(meta, chunks, req.include_usage)
 
-    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest) -> AsyncIterator[dict[str, Any]]:
+
+    async def _chunks(self, a: _Admitted, h: StreamHandle, req: GatewayRequest,
+                      ttft_ms: float) -> AsyncIterator[dict[str, Any]]:
         """Forward the upstream's chunks; cost goes into the usage chunk; settle before the end."""
         spec, prompt_est = h.deployment, req.needs.prompt_tokens
         usage: dict[str, Any] | None = None
@@ -316,7 +413,8 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=p, completion_tokens=c, cost_usd=spec.cost_usd(p, c),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan), ttft_ms=ttft_ms,
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id), req))
 
         settled = False
         try:
@@ -363,8 +461,8 @@ class Gateway:
         settled = True
         await settle("ok")
 
-    async def _native_events(self, a: _Admitted, h: StreamHandle, req: GatewayRequest
-                             ) -> AsyncIterator[dict[str, Any]]:
+    async def _native_events(self, a: _Admitted, h: StreamHandle, req: GatewayRequest,
+                             ttft_ms: float) -> AsyncIterator[dict[str, Any]]:
         """Forward a native deployment's events unchanged; usage comes from the events that
         report it (:mod:`tiergate.dialects.native`); settle before the last event goes out."""
         spec, prompt_est, dialect = h.deployment, req.needs.prompt_tokens, h.dialect
@@ -379,7 +477,8 @@ class Gateway:
             await asyncio.shield(self._settle(a, Outcome(
                 deployment=spec, prompt_tokens=pt, completion_tokens=ct, cost_usd=spec.cost_usd(pt, ct),
                 latency_ms=(time.perf_counter() - a.started) * 1000, attempts=len(h.attempts), outcome=outcome,
-                capability=_capability(a.plan))))
+                capability=_capability(a.plan), ttft_ms=ttft_ms,
+                fallback=spec.deployment_id != a.plan.candidates[0].deployment_id), req))
 
         pending = [h.first] if h.first is not None else []
         held: dict[str, Any] | None = None  # message_stop waits for the settlement
@@ -410,6 +509,55 @@ class Gateway:
         if held is not None:
             yield held
 
+    # --- the cache step (tiergate.cache) -------------------------------------------------
+
+    async def _cache_lookup(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Lookup:
+        cache = self.s.cache
+        return NO_CACHE if cache is None else await cache.lookup(req, principal, plan)
+
+    async def _cache_hit(self, look: Lookup, plan: RoutePlan, principal: Principal) -> Completed:
+        """A hit costs nothing and takes no reservation (nor a rate-limit slot: it uses no
+        upstream capacity); it is still a request of this key, recorded as one."""
+        assert look.entry is not None and look.deployment is not None
+        started, request_id, spec = time.perf_counter(), new_request_id(), look.deployment
+        response = hit_response(look.entry.response, request_id, look.entry.cost_usd)
+        usage = response.get("usage") or {}
+        ticket = Ticket(request_id=request_id, principal=principal, deployment=spec, reserved_usd=0.0,
+                        reserved_tokens=0)
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started)
+        await asyncio.shield(self._settle(a, Outcome(
+            deployment=spec, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000, attempts=0, outcome="cache_hit", cache_hit=True,
+            saved_usd=look.entry.cost_usd, capability=_capability(plan))))
+        similar = f" (similarity {look.similarity:.3f})" if look.similarity is not None else ""
+        meta = ResponseMeta(request_id, spec, 0, f"cache {look.status}{similar}: answered by {spec.name} "
+                            f"{int(look.age_s or 0)}s ago", 0.0, cache=look)
+        return Completed(response, meta)
+
+    async def _keep(self, look: Lookup, done: Completed) -> Completed:
+        """Store a fresh non-streamed answer (when the lookup says it may be kept)."""
+        # A native-dialect answer (an Anthropic or Responses body) is not a chat completion: not kept.
+        if look.storable and self.s.cache is not None and done.status == 200 and done.dialect == "chat":
+            await self.s.cache.keep(look, done.response, done.deployment, done.cost_usd)
+        done.meta.cache = look
+        return done
+
+    async def _keep_stream(self, look: Lookup, chunks: AsyncIterator[dict[str, Any]], spec: ModelSpec
+                           ) -> AsyncIterator[dict[str, Any]]:
+        """Forward a stream; store the answer it assembled only once it completed (the inner
+        generator settled). A stream that failed or lost its client is not stored."""
+        collected = StreamCollector()
+        try:
+            async for chunk in chunks:
+                collected.add(chunk)
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        if collected.complete and self.s.cache is not None:
+            answer = collected.completion()
+            await self.s.cache.keep(look, answer, spec, float((answer.get("usage") or {}).get("cost_usd") or 0.0))
+
     # --- cascades -----------------------------------------------------------------------
 
     async def _cascade(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Completed:
@@ -423,10 +571,25 @@ class Gateway:
         r.response.setdefault("id", request_id)
         meta = ResponseMeta(request_id, r.deployment, r.attempts, f"{plan.reason}; {r.stop_reason}", r.cost_usd,
                             cascade=r.header_value)
+        if self.s.labels is not None:
+            # Every step was settled as it ran; the steps' scores (and judge verdicts) become labels.
+            try:
+                await asyncio.shield(self.s.labels.record(
+                    request_id, principal, model=r.deployment.name, deployment=r.deployment.deployment_id,
+                    tier=r.deployment.tier, messages=req.messages, router=plan.extra.get("router"), steps=r.steps))
+            except Exception as e:  # a label is worth less than the answer: log, go on
+                log.warning("label for %s not stored: %r", request_id, e)
         # Every step was settled as it finished; only the request's telemetry is left.
-        self.s.telemetry.emit({"request_id": request_id, "model": r.deployment.name, "tier": r.deployment.tier,
+        dep = r.deployment
+        u = r.response.get("usage") or {}  # summed over every step's call
+        self.s.telemetry.emit({"request_id": request_id, "model": dep.name, "tier": dep.tier,
+                               "requested_model": plan.requested, "upstream_model": dep.wire_model,
+                               "provider": dep.model.partition("/")[0], "operation": "chat",
+                               "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens"),
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
-                               "cascade_steps": len(r.steps), "outcome": "ok"})
+                               "attempts": r.attempts,
+                               "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
+                               "outcome": "ok", "task_type": _capability(plan)})
         return Completed(r.response, meta)
 
 
@@ -443,19 +606,12 @@ def _replay_meta(hit: Hit) -> ResponseMeta:
 
 
 def _as_stream(done: Completed, include_usage: bool) -> Streaming:
-    """A cascade needs the whole answer to score it: stream the final answer as chunks."""
+    """A cascade needs the whole answer to score it, and a cache hit has it already: stream
+    the final answer as chunks (the same shape as a live stream's, usage chunk last)."""
     r = done.response
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
-        base = {"id": r.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
-                "created": r.get("created", int(time.time())), "model": r.get("model", done.deployment.name)}
-        for i, ch in enumerate(r.get("choices") or ()):
-            msg = ch.get("message") or {}
-            delta = {k: v for k, v in msg.items() if v is not None}
-            if delta.get("tool_calls"):
-                delta["tool_calls"] = [{**tc, "index": j} for j, tc in enumerate(delta["tool_calls"])]
-            yield {**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]}
-            yield {**base, "choices": [{"index": i, "delta": {}, "finish_reason": ch.get("finish_reason")}]}
-        yield {**base, "choices": [], "usage": r.get("usage")}
+        for chunk in replay_chunks(r, done.deployment.name):
+            yield chunk
 
     return Streaming(done.meta, chunks(), include_usage)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tiergate.cache.service import ResponseCache
 from tiergate.cascade.runner import CascadeRunner
 from tiergate.config.catalog import Catalog, ModelSpec
 from tiergate.execution.circuit import CircuitBoard
@@ -16,11 +17,16 @@ from tiergate.execution.executor import Executor
 from tiergate.limits.admission import Admission, Principal
 from tiergate.limits.idempotency import Idempotency
 from tiergate.limits.stored_responses import ResponseStore
+from tiergate.limits.usage import MemoryLedger
 from tiergate.limits.virtual_keys import KeyService
+from tiergate.observe.prometheus import PrometheusMetrics
 from tiergate.providers.credentials import KeyResolver, needs_key
 from tiergate.providers.registry import ProviderRegistry
 from tiergate.request import GatewayRequest
 from tiergate.request.needs import RequestNeeds
+from tiergate.routing.affinity import Affinity
+from tiergate.routing.learned.labels import LabelLog
+from tiergate.routing.learned.serving import LearnedRouting
 from tiergate.routing.plan import RoutePlan
 from tiergate.settings import Settings
 from tiergate.stores.base import RecordStore
@@ -50,6 +56,19 @@ class JobLookup(Protocol):
 
 class HealthSource(Protocol):
     def health_info(self) -> Mapping[str, Any]: ...
+
+
+class EdgeStatus(Protocol):
+    """The edge agent, as the dashboard and ``/metrics`` see it."""
+
+    def edge_status(self) -> Mapping[str, Any]:
+        """Now: ``queue`` (jobs by state), ``usage_outbox_pending``, ``sync_lag_s`` (age of the
+        oldest unsynced usage record), ``cloud_up``, ``cloud_configured``, ``policy``."""
+        ...
+
+    def edge_history(self) -> list[Mapping[str, Any]]:
+        """Samples over time (``ts`` plus the fields of :meth:`edge_status`), oldest first."""
+        ...
 
 
 class Availability:
@@ -88,8 +107,22 @@ class Services:
     #: Responses API state (``store: true``, ``previous_response_id``); on the store, or the
     #: edge's own SQLite file.
     responses: ResponseStore | None = None
+    #: The response cache (None when the catalog configures none and no key may opt in).
+    cache: ResponseCache | None = None
     #: The edge's offline queue.
     deferrer: Deferrer | None = None
     jobs: JobLookup | None = None
+    #: The learned router (``routing.learned.path``), hot-reloaded.
+    learned: LearnedRouting | None = None
+    #: Session affinity (store-backed; in memory without a store).
+    affinity: Affinity | None = None
+    #: Labels from traffic (routing.learned set and a store present): feedback, cascade scores.
+    labels: LabelLog | None = None
     #: Parts that add to ``GET /health`` (the local model, the edge agent).
     health_sources: tuple[HealthSource, ...] = ()
+    #: The Prometheus sink among the telemetry sinks (``GET /metrics`` renders it).
+    prometheus: PrometheusMetrics | None = None
+    #: Usage records kept in memory where there is no store (the dashboard reads them).
+    usage_log: MemoryLedger | None = None
+    #: The edge agent's state for the dashboard's edge view and the edge gauges.
+    edge: EdgeStatus | None = None

@@ -21,7 +21,7 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIERGATE_", extra="ignore", frozen=True, populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = "development"
     host: str = "127.0.0.1"
@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     table_responses: str = "tiergate-responses"
     #: How long a stored Responses API response (``store: true``) can be continued or read.
     responses_ttl_s: int = Field(30 * 86400, gt=0)
+    #: The response cache's table (DynamoDB) / file (SQLite; default ``<data_dir>/cache.sqlite3``).
+    table_cache: str = "tiergate-cache"
+    cache_path: Path | None = None
 
     # Cloud: provider keys in Secrets Manager, cascades on Step Functions.
     provider_keys_secret: str | None = None
@@ -54,6 +57,21 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_LAMBDA_FUNCTION_NAME"))
     lambda_initialization_type: str | None = Field(
         None, validation_alias=AliasChoices("AWS_LAMBDA_INITIALIZATION_TYPE"))
+
+    #: Prometheus series for ``GET /metrics`` (text/OpenMetrics); off only to measure their cost.
+    prometheus_metrics: bool = True
+    #: OpenTelemetry (GenAI semantic conventions) over OTLP/HTTP: on when an endpoint is set
+    #: (the standard ``OTEL_EXPORTER_OTLP_ENDPOINT``, e.g. ``http://collector:4318``), a no-op otherwise.
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias=AliasChoices(
+        "TIERGATE_OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otel_service_name: str = Field("tiergate", validation_alias=AliasChoices(
+        "TIERGATE_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"))
+    otel_metric_export_interval_s: float = Field(15.0, gt=0)
+    #: ``/dashboard`` sessions: how long a sign-in lasts.
+    dashboard_session_ttl_s: int = Field(8 * 3600, gt=0)
+    #: A learned-router artifact directory; overrides the catalog's ``routing.learned.path``
+    #: (the cloud: the artifact shipped in the function asset, set by CDK).
+    router_artifact: Path | None = None
 
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     key_cache_ttl_s: float = Field(5.0, ge=0)

@@ -1,7 +1,8 @@
 """The public REST API in front of the gateway functions.
 
-Routes: everything (``/`` and ``/{proxy+}``, plus ``/v1/{proxy+}``) goes to the buffered
-function (FastAPI through Mangum). When a streaming handler is given, the doors that can
+Routes: everything (``/`` and ``/{proxy+}``, plus ``/v1/{proxy+}``, ``/dashboard``,
+``/dashboard/{proxy+}`` and ``/metrics``) goes to the buffered function (FastAPI through
+Mangum). When a streaming handler is given, the doors that can
 stream -- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/messages`` (Anthropic) and
 ``/v1/responses`` -- go to it instead with ``responseTransferMode: STREAM`` (API Gateway calls ``InvokeWithResponseStream``; the
 function runs the same app under uvicorn behind the Lambda Web Adapter). A non-streaming
@@ -77,6 +78,13 @@ class GatewayApi(Construct):
         v1.add_method("ANY", buffered)
         # API Gateway does not backtrack to the root greedy path once /v1 matched.
         v1.add_resource("{proxy+}").add_method("ANY", buffered)
+        # The operators' views, named so the stage's routing says they are served (and a
+        # change to the greedy routes cannot drop them): the dashboard page, its assets,
+        # sign-in and data (text only: no binary media types needed), and /metrics.
+        dashboard = self.api.root.add_resource("dashboard")
+        dashboard.add_method("GET", buffered)
+        dashboard.add_resource("{proxy+}").add_method("ANY", buffered)
+        self.api.root.add_resource("metrics").add_method("GET", buffered)
         if streaming_handler is not None:
             streaming = apigw.LambdaIntegration(
                 streaming_handler, proxy=True, timeout=Duration.seconds(streaming_timeout_s),

@@ -45,6 +45,26 @@ DATA_ACTIONS = (
 )
 
 
+#: Where Lambda extracts the code asset.
+TASK_ROOT = "/var/task"
+#: The issue's budget for a router artifact (the function asset must not grow past it).
+MAX_ARTIFACT_BYTES = 20 * 1024 * 1024
+
+
+def router_artifact_path(code_dir: Path, rel: str) -> str:
+    """The artifact's path in the function, after checking at synth time that it is in the
+    code asset (a manifest and at most 20 MB): a deploy never ships a gateway that would
+    refuse to start."""
+    d = (code_dir / rel).resolve()
+    if not d.is_relative_to(code_dir.resolve()) or not (d / "manifest.json").is_file():
+        raise ValueError(f"router_artifact {rel!r}: no artifact (manifest.json) at {d} inside the code asset "
+                         f"{code_dir}; copy the output of `tiergate router train` there")
+    size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    if size > MAX_ARTIFACT_BYTES:
+        raise ValueError(f"router_artifact {rel!r} is {size} bytes, over the {MAX_ARTIFACT_BYTES}-byte budget")
+    return f"{TASK_ROOT}/{d.relative_to(code_dir.resolve()).as_posix()}"
+
+
 class GatewayStack(Stack):
     def __init__(
         self,
@@ -62,6 +82,7 @@ class GatewayStack(Stack):
             description=f"tiergate {stage.name}: API, functions, cascades, observability",
         )
         self.stage = stage
+        self.code_dir = code_dir
         self.namespace = f"Tiergate/{stage.name}"
         self.secret_name = f"{stage.prefix}/provider-keys"
         self.secret = secretsmanager.Secret(
@@ -191,6 +212,8 @@ class GatewayStack(Stack):
         env.update({f"TIERGATE_TABLE_{key}": name for key, name in self.table_names().items()})
         if self.stage.catalog_path:
             env["TIERGATE_CONFIG"] = self.stage.catalog_path
+        if self.stage.router_artifact:
+            env["TIERGATE_ROUTER_ARTIFACT"] = router_artifact_path(self.code_dir, self.stage.router_artifact)
         return env
 
     def _outputs(self) -> None:

@@ -173,5 +173,5 @@ async def test_budget_that_cannot_cover_a_step_returns_the_best_so_far(sim_catal
     req = GatewayRequest.from_chat(body, aliases={}, default_model="auto")
     r = await services.cascades.run(req, Principal(key_id="k"), policy_name="default", request_id="t")
     assert [s["status"] for s in r.steps] == ["rejected", "skipped:budget"]
-    assert tight.tickets == [0] and len(tight.records) == 1
+    assert tight.tickets == [0] and len(tight.ledger.query()) == 1
     await services.registry.aclose()

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses")
+TABLES = ("keys", "budgets", "ratelimits", "usage", "idempotency", "responses", "cache")
 
 
 def resources(template, type_: str) -> dict:
@@ -30,7 +30,11 @@ def test_tables_schema_ttl_billing_and_pitr(dev):
     assert sorted(tables) == sorted(TABLES)
     for name, res in tables.items():
         p = res["Properties"]
-        assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+        if name == "cache":  # entries by key alone (tiergate/cache/dynamodb.py)
+            assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+        else:
+            assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                      {"AttributeName": "sk", "KeyType": "RANGE"}]
         assert p["BillingMode"] == "PAY_PER_REQUEST"
         assert p["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
         pitr = p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
@@ -118,6 +122,7 @@ def test_iam_least_privilege_on_data_tables(dev):
         assert all("*" not in a for a in actions), actions
         assert "dynamodb:Scan" not in actions and "dynamodb:DeleteTable" not in actions
         assert not [r for r in s["Resource"] if "*" in json.dumps(r)], s["Resource"]
+        assert all(f"table/tiergate-dev-{t}" in json.dumps(s["Resource"]) for t in TABLES)
     for s in _statements(dev.gateway):
         actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
         assert "*" not in actions and not [a for a in actions if a.endswith(":*")], s
@@ -169,12 +174,37 @@ def test_api_routes_streaming_and_buffered(dev):
     below = sorted(paths[m["Properties"]["ResourceId"]["Ref"]] for m in buffered
                    if isinstance(m["Properties"]["ResourceId"], dict) and "Ref" in m["Properties"]["ResourceId"])
     assert {"/v1/messages/{proxy+}", "/v1/responses/{proxy+}", "/v1/{proxy+}"} <= set(below)
-    assert len(buffered) == 8
+    assert len(buffered) == 11  # ... and /dashboard, /dashboard/{proxy+}, /metrics
     for m in buffered:
         uri = json.dumps(m["Properties"]["Integration"]["Uri"])
         assert "/invocations" in uri and "response-streaming" not in uri and ":live" in uri
     layers = json.dumps([f["Properties"].get("Layers") for f in resources(dev.gateway, "AWS::Lambda::Function").values()])
     assert "753240598075:layer:LambdaAdapterLayerArm64:" in layers
+
+
+def test_dashboard_and_metrics_are_routed_to_the_buffered_function(dev):
+    parts = {rid: r["Properties"] for rid, r in resources(dev.gateway, "AWS::ApiGateway::Resource").items()}
+    by_path = {}
+    for rid, props in parts.items():
+        parent = props["ParentId"]
+        prefix = "" if "Fn::GetAtt" in parent else by_path.get(parent.get("Ref"), "?")
+        by_path[rid] = f"{prefix}/{props['PathPart']}"
+    # Resolve children whose parent appeared later in the mapping.
+    for _ in range(3):
+        for rid, props in parts.items():
+            ref = props["ParentId"].get("Ref")
+            if ref in by_path:
+                by_path[rid] = f"{by_path[ref]}/{props['PathPart']}"
+    want = {"/dashboard": {"GET"}, "/dashboard/{proxy+}": {"ANY"}, "/metrics": {"GET"}}
+    methods = resources(dev.gateway, "AWS::ApiGateway::Method").values()
+    for path, verbs in want.items():
+        [rid] = [r for r, p in by_path.items() if p == path]
+        found = [m["Properties"] for m in methods if m["Properties"]["ResourceId"] == {"Ref": rid}]
+        assert {m["HttpMethod"] for m in found} == verbs, path
+        for m in found:
+            uri = json.dumps(m["Integration"]["Uri"])
+            assert "/invocations" in uri and "response-streaming" not in uri and ":live" in uri
+            assert m["AuthorizationType"] == "NONE"  # the gateway's own keys and session cookie
 
 
 def test_streaming_off_routes_everything_through_mangum(tmp_path, stub_layer):

@@ -34,7 +34,8 @@ async def test_keys_cli_roundtrip(tmp_path):
     listed = json.loads(cli(tmp_path, "list", "--tenant", "acme").stdout)
     assert [k["id"] for k in listed] == [made["id"]] and "key" not in listed[0]
     upd = json.loads(cli(tmp_path, "update", made["id"], "--rpm", "5").stdout)
-    assert upd["rpm"] == 5 and upd["daily_budget_usd"] == 10
+    assert upd["rpm"] == 5 and upd["daily_budget_usd"] == 10 and upd["cache"] is None
+    assert json.loads(cli(tmp_path, "update", made["id"], "--cache", "off").stdout)["cache"] == "off"
 
     store = SqliteStore(tmp_path / "k.sqlite3")
     settings = Settings(environment="test", master_key="m", store="sqlite", sqlite_path=tmp_path / "k.sqlite3",

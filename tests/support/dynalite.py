@@ -46,5 +46,5 @@ def dynalite_tables(dynalite: str, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return {
         "store": "dynamodb",
         "dynamodb_endpoint_url": dynalite,
-        **{f"table_{t}": f"{prefix}-{t}" for t in TABLES},
+        **{f"table_{t}": f"{prefix}-{t}" for t in (*TABLES, "cache")},
     }

@@ -17,7 +17,9 @@ from tiergate.api.routes import (
     budget,
     chat,
     completions,
+    dashboard,
     embeddings,
+    feedback,
     health,
     keys,
     messages,
@@ -29,17 +31,18 @@ from tiergate.api.routes import (
     usage,
 )
 from tiergate.services import Services
+from tiergate.telemetry import close_telemetry
 
 Hook = Callable[[Services], Awaitable[None]]
 
 #: Routes every home serves, and the ones that need a record store.
 CORE_ROUTERS: tuple[APIRouter, ...] = (models.router, route.router, health.router, simple.router,
-                                       responses.router)
+                                       responses.router, metrics.router, dashboard.router)
 #: The front doors on the hot path, mounted as plain Starlette routes.
 DOORS = (("/v1/chat/completions", chat.chat_completions), ("/v1/messages", messages.messages),
          ("/v1/messages/count_tokens", messages.count_tokens), ("/v1/responses", responses.create_response),
          ("/v1/completions", completions.create_completion), ("/v1/embeddings", embeddings.create_embeddings))
-STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, metrics.router)
+STORE_ROUTERS: tuple[APIRouter, ...] = (keys.router, usage.router, budget.router, feedback.router)
 
 
 def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), on_startup: Iterable[Hook] = (),
@@ -57,6 +60,9 @@ def create_app(services: Services, *, extra_routers: Iterable[APIRouter] = (), o
                 await hook(services)
             await services.registry.aclose()
             await services.admission.aclose()
+            if services.cache is not None:
+                await services.cache.aclose()
+            close_telemetry(services.telemetry)
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.services = services

@@ -99,3 +99,5 @@ class RouteRequest(ChatRequest):
     """``POST /v1/route``: a chat request (never sent), optionally with a ``draft`` answer to score."""
 
     draft: dict[str, Any] | str | None = None
+    #: The learned router's quality target for this dry run (as ``x-tiergate-quality-target``).
+    quality_target: float | None = Field(None, gt=0, le=1)

@@ -77,11 +77,13 @@ class CascadeEngine:
 
     async def run_state(self, body: Mapping[str, Any], *, task_type: str | None = None,
                         max_tier: int | None = None, principal: Mapping[str, Any] | None = None,
-                        request_id: str = "cascade") -> tuple[dict[str, Any], dict[int, StepAnswer]]:
+                        request_id: str = "cascade", quality_target: float | None = None
+                        ) -> tuple[dict[str, Any], dict[int, StepAnswer]]:
         """The final state (what :func:`tiergate.cascade.steps.finish` reads) and the answer
         objects by step index."""
         state = steps.start(self.policy, self.name, body, task_type=task_type, principal=principal,
-                            request_id=request_id, max_tier=max_tier, tier_of=self.port.tier_of)
+                            request_id=request_id, max_tier=max_tier, tier_of=self.port.tier_of,
+                            quality_target=quality_target)
         kept: dict[int, StepAnswer] = {}
         if self.policy.mode == "parallel":
             await _Parallel(self, state, kept).run()
@@ -172,7 +174,7 @@ class _Parallel:
         rec.model, rec.tier, rec.latency_ms = ans.model, ans.tier, ans.latency_ms
         rec.cost_usd = ans.cost_usd + (verdict.cost_usd if verdict else 0.0)
         rec.score, rec.reasons = score.value, score.reasons
-        ok = score.value >= self.policy.threshold_for(self.state.get("task_type"))
+        ok = score.value >= steps.threshold_of(self.e.port, self.policy, self.state)
         rec.status = "accepted" if ok and not self.accepted else "rejected"
         if self.best is None or score.value > self.best or rec.status == "accepted":
             self.best = score.value

@@ -71,18 +71,30 @@ class CascadeRunner:
         task = req.task.task_type
         ctx = CallContext(request_id=request_id, deadline=time.monotonic() + self.deps.catalog.reliability.deadline_s,
                           client_gone=req.client_gone)
-        port = ServiceSteps(self.deps, policy, req.body, principal, ctx, task, needs=req.needs)
+        port = ServiceSteps(self.deps, policy, req.body, principal, ctx, task, needs=req.needs, policy_name=name)
+        target = self.deps.scorer.target_for(req, principal) if self.deps.scorer is not None else None
         if self.remote is not None and name == STATE_MACHINE_POLICY and policy.mode != "parallel":
             state = steps.start(policy, name, req.body, task_type=task, principal=principal.snapshot(),
-                                request_id=request_id, max_tier=max_tier, tier_of=port.tier_of)
+                                request_id=request_id, max_tier=max_tier, tier_of=port.tier_of,
+                                quality_target=target)
             out = await asyncio.to_thread(self.remote.run, {k: v for k, v in state.items() if k != "policy"},
                                           name=request_id)
             return self._result(out, None)
         state, kept = await CascadeEngine(policy, port=port, name=name).run_state(
-            req.body, task_type=task, max_tier=max_tier, principal=principal.snapshot(), request_id=request_id)
+            req.body, task_type=task, max_tier=max_tier, principal=principal.snapshot(), request_id=request_id,
+            quality_target=target)
         out = steps.finish(state)
         best = kept.get(state["cursor"]["best"]["index"])
         return self._result(out, best.deployment if best is not None else None)
+
+    @staticmethod
+    def _target_model(port: ServiceSteps, target: str) -> str | None:
+        """The model a step target would use first (what the scorer is told answered)."""
+        try:
+            cands = port.candidates(target)
+        except ModelNotFound:
+            return None
+        return cands[0].name if cands else None
 
     def _result(self, out: Mapping[str, Any], spec: ModelSpec | None) -> CascadeResult:
         cat = self.deps.catalog
@@ -101,26 +113,36 @@ class CascadeRunner:
         with no model called: the same scorer and :func:`~tiergate.cascade.steps.decide`."""
         message = {"role": "assistant", "content": draft} if isinstance(draft, str) else dict(draft)
         finish = message.pop("finish_reason", "stop")
-        score = scoring.score_response(scoring.expectations(req.body),
-                                       {"choices": [{"message": message, "finish_reason": finish}]})
-        out: dict[str, Any] = {"score": score.value, "reasons": list(score.reasons)}
+        draft_model = message.pop("model", None)
+        response = {"choices": [{"message": message, "finish_reason": finish}]}
+        score = scoring.score_response(scoring.expectations(req.body), response)
         name = policy_name or DEFAULT_CASCADE_POLICY
-        if name not in self.deps.catalog.cascades:
+        policy_ = self.deps.catalog.cascades.get(name)
+        ctx = CallContext(request_id="dry-run", deadline=time.monotonic())
+        # The dry run estimates with every deployment visible; admission is not consulted.
+        port = ServiceSteps(self.deps, policy_ or CascadePolicy(), req.body, Principal(key_id="dry-run", is_master=True),
+                            ctx, req.task.task_type if policy_ else None, needs=req.needs)
+        targets = steps.capped_targets(policy_, None, port.tier_of) if policy_ else ()
+        model = draft_model or (self._target_model(port, targets[0]) if targets else None)
+        score = steps.learned_score(port, req.body, score, scoring.answer_text(response)[0], model)
+        out: dict[str, Any] = {"score": score.value, "reasons": list(score.reasons),
+                               "scorer": "learned" if steps.learned_scorer(port) is not None else "rules"}
+        if policy_ is None:
             out["decision"] = None
             out["note"] = "no cascade policy applies to this request"
             return out
-        policy = self.deps.catalog.cascades[name]
+        policy = policy_
         task = req.task.task_type
-        ctx = CallContext(request_id="dry-run", deadline=time.monotonic())
-        # The dry run estimates with every deployment visible; admission is not consulted.
-        port = ServiceSteps(self.deps, policy, req.body, Principal(key_id="dry-run", is_master=True), ctx, task,
-                            needs=req.needs)
-        targets = steps.capped_targets(policy, None, port.tier_of)
+        target = self.deps.scorer.target_for(req) if self.deps.scorer is not None else None
+        state = {"task_type": task, "cursor": {"quality_target": target}}
+        threshold = steps.threshold_of(port, policy, state)
         nxt = StepRequest(1, targets[1], req.body) if len(targets) > 1 else None
         d = steps.decide(policy, task_type=task, score=score.value, index=0, targets=targets,
-                         next_estimate_usd=port.estimate(nxt) if nxt else None)
-        out.update(policy=name, task_type=task, threshold=policy.threshold_for(task), draft_step=targets[0],
+                         next_estimate_usd=port.estimate(nxt) if nxt else None, threshold=threshold)
+        out.update(policy=name, task_type=task, threshold=threshold, draft_step=targets[0], draft_model=model,
                    decision=d.to_dict())
+        if target is not None:
+            out["quality_target"] = target
         if policy.judge_for(task) is not None:
             out["judge"] = "not run in a dry run; the engine blends its verdict into this score"
         return out

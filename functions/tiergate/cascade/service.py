@@ -24,6 +24,18 @@ from tiergate.request.model_ref import parse_tier, resolve_alias
 from tiergate.request.needs import RequestNeeds, needs_of
 
 
+class AnswerScorer(Protocol):
+    """A trained answer scorer (:class:`tiergate.routing.learned.serving.LearnedScorer`)."""
+
+    target: float
+
+    def target_for(self, req: Any, principal: Any = None) -> float: ...
+
+    def score(self, body: Mapping[str, Any], answer: str, model: str | None) -> float | None: ...
+
+    def threshold(self, target: float | None) -> float | None: ...
+
+
 class CandidateSource(Protocol):
     def tier_candidates(self, tier: int, principal: Principal, needs: RequestNeeds
                         ) -> tuple[list[ModelSpec], list[tuple[str, str]]]: ...
@@ -37,6 +49,8 @@ class CascadeDeps:
     router: CandidateSource
     executor: Executor
     admission: Admission
+    #: The learned answer scorer, when the router artifact has one.
+    scorer: AnswerScorer | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +59,7 @@ class _Lease:
     candidates: list[ModelSpec]
     started: float
     max_tier: int | None
+    step: int = 0
 
 
 class ServiceSteps:
@@ -52,9 +67,12 @@ class ServiceSteps:
     settled per step, one Executor call per step."""
 
     def __init__(self, deps: CascadeDeps, policy: CascadePolicy, body: Mapping[str, Any], principal: Principal,
-                 ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None) -> None:
+                 ctx: CallContext, task_type: str | None = None, needs: RequestNeeds | None = None,
+                 policy_name: str | None = None) -> None:
         self.d = deps
+        self.scorer = deps.scorer
         self.policy = policy
+        self.policy_name = policy_name
         self.principal = principal
         self.ctx = ctx
         self.task_type = task_type
@@ -110,7 +128,8 @@ class ServiceSteps:
             request_id=f"{self.ctx.request_id}.{step.index}{step.purpose[0]}", deployment=spec,
             prompt_tokens=self.needs.prompt_tokens, max_output_tokens=out,
             estimate_usd=spec.cost_usd(self.needs.prompt_tokens, out), cascade_step=step.index))
-        return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None)
+        return _Lease(ticket, cands, time.perf_counter(), ticket.max_tier if ticket.soft_limited else None,
+                      step.index)
 
     async def settle(self, lease: _Lease, answer: StepAnswer | None, error: BaseException | None) -> None:
         p = c = 0
@@ -122,7 +141,9 @@ class ServiceSteps:
             deployment=answer.deployment if answer else None, prompt_tokens=p, completion_tokens=c,
             cost_usd=answer.cost_usd if answer else 0.0, latency_ms=(time.perf_counter() - lease.started) * 1000,
             attempts=answer.attempts if answer else 0, outcome="ok" if answer else f"error:{code}",
-            capability=self.task_type))
+            capability=self.task_type, cascade_policy=self.policy_name, cascade_step=lease.step,
+            fallback=answer is not None and answer.deployment is not None
+            and answer.deployment.deployment_id != lease.candidates[0].deployment_id))
 
     # --- answer -------------------------------------------------------------------------
 
@@ -144,4 +165,5 @@ async def port_for_state(deps: CascadeDeps, state: Mapping[str, Any], *, deadlin
 
     principal = await deps.admission.restore(dict(state.get("principal") or {}))
     ctx = CallContext(request_id=str(state.get("request_id") or "cascade"), deadline=time.monotonic() + deadline_s)
-    return ServiceSteps(deps, policy_of(state), state["request"], principal, ctx, state.get("task_type"))
+    return ServiceSteps(deps, policy_of(state), state["request"], principal, ctx, state.get("task_type"),
+                        policy_name=(state.get("policy") or {}).get("name"))

@@ -47,9 +47,12 @@ BUDGET_ERROR = "BudgetExceeded"
 
 
 def decide(policy: CascadePolicy, *, task_type: str | None, score: float, index: int,
-           targets: Sequence[str], spent_usd: float = 0.0, next_estimate_usd: float | None = None) -> Decision:
-    """Accept the answer of step ``index``, escalate to the next step, or stop."""
-    threshold = policy.threshold_for(task_type)
+           targets: Sequence[str], spent_usd: float = 0.0, next_estimate_usd: float | None = None,
+           threshold: float | None = None) -> Decision:
+    """Accept the answer of step ``index``, escalate to the next step, or stop.
+    ``threshold`` (the learned scorer's calibrated one) overrides the policy's."""
+    if threshold is None:
+        threshold = policy.threshold_for(task_type)
     if score >= threshold:
         return Decision("accept", f"score {score:.2f} >= threshold {threshold:.2f}")
     nxt = index + 1
@@ -89,15 +92,18 @@ def judge_body(policy: CascadePolicy, body: Mapping[str, Any], answer: str) -> d
 
 def start(policy: CascadePolicy, name: str, body: Mapping[str, Any], *, task_type: str | None,
           principal: Mapping[str, str] | None = None, request_id: str = "cascade", max_tier: int | None = None,
-          tier_of: Callable[[str], int | None] = tier_of_target) -> dict[str, Any]:
-    """The initial state; ``max_tier`` is the budget's tier ceiling known before the first step."""
+          tier_of: Callable[[str], int | None] = tier_of_target, quality_target: float | None = None
+          ) -> dict[str, Any]:
+    """The initial state; ``max_tier`` is the budget's tier ceiling known before the first step;
+    ``quality_target`` (a request's tightened target) travels in the cursor, so the state
+    machine's tasks calibrate the learned scorer's threshold as the in-process engine does."""
     return {
         "request": dict(body), "task_type": task_type, "request_id": request_id,
         "principal": dict(principal or {"key_id": "cascade", "tenant": "default"}),
         "policy": {"name": name, "spec": policy.model_dump(mode="json")},
         "cursor": {"targets": list(capped_targets(policy, max_tier, tier_of)), "index": 0, "next": "answer",
                    "spent_usd": 0.0, "usage": {"prompt": 0, "completion": 0, "attempts": 0}, "best": None,
-                   "steps": [], "stop_reason": "", "failure": None},
+                   "steps": [], "stop_reason": "", "failure": None, "quality_target": quality_target},
     }
 
 
@@ -146,12 +152,42 @@ async def answer(port: Port, state: Mapping[str, Any], *, keep: dict[int, StepAn
     return current_of(step, ans, max_tier)
 
 
+def learned_scorer(port: Any) -> Any:
+    """The port's trained answer scorer (``port.scorer``), when it has one that can score."""
+    sc = getattr(port, "scorer", None)
+    return sc if sc is not None and sc.threshold(None) is not None else None
+
+
+def threshold_of(port: Any, policy: CascadePolicy, state: Mapping[str, Any]) -> float:
+    """The accept threshold: the learned scorer's, calibrated for the cursor's quality target
+    (the configured one when the request set none), else the policy's for the task type."""
+    sc = learned_scorer(port)
+    if sc is not None:
+        return float(sc.threshold(state["cursor"].get("quality_target")))
+    return policy.threshold_for(state.get("task_type"))
+
+
+def learned_score(port: Any, body: Mapping[str, Any], s: scoring.Score, text: str, model: str | None
+                  ) -> scoring.Score:
+    """The trained scorer's prediction as the step's score, still capped by the deterministic
+    hard failures (empty, refused, invalid JSON/code, truncated): those keep their score."""
+    sc = learned_scorer(port)
+    if sc is None or s.value < scoring.HARD_FAILURE:
+        return s
+    value = sc.score(body, text, model)
+    if value is None:
+        return s
+    return scoring.Score(round(float(value), 4), (*s.reasons, f"learned:{value:.2f}"))
+
+
 async def judged(port: Port, policy: CascadePolicy, body: Mapping[str, Any], task_type: str | None,
                  current: Mapping[str, Any]) -> tuple[scoring.Score, StepAnswer | None]:
-    """The step's score: the deterministic checks, and the judge's verdict blended in when
-    the policy has a judge for this task type and the answer is not a hard failure. A judge
-    that fails (any gateway error) leaves the deterministic score, marked as such."""
+    """The step's score: the deterministic checks (or, with a trained scorer, its prediction
+    capped by their hard failures), and the judge's verdict blended in when the policy has a
+    judge for this task type and the answer is not a hard failure. A judge that fails (any
+    gateway error) leaves the score, marked as such."""
     s = scoring.score_response(scoring.expectations(body), current["response"])
+    s = learned_score(port, body, s, scoring.answer_text(current["response"])[0], current.get("model"))
     judge = policy.judge_for(task_type)
     if judge is None or s.value < scoring.HARD_FAILURE:  # a hard failure needs no second opinion
         return s, None
@@ -196,7 +232,7 @@ async def score(port: Port, state: Mapping[str, Any]) -> dict[str, Any]:
         add_usage(cur, verdict.response, verdict.attempts)
     i = int(c["index"])
     _lower_ceiling(cur, i, c.get("max_tier"), port.tier_of)
-    accepted = s.value >= policy.threshold_for(task)
+    accepted = s.value >= threshold_of(port, policy, state)
     rec = StepRecord(i, c["purpose"], c["target"], "accepted" if accepted else "rejected", tier=c.get("tier"),
                      model=c.get("model"), score=s.value, reasons=s.reasons, cost_usd=cost,
                      latency_ms=float(c.get("latency_ms") or 0.0))
@@ -277,7 +313,8 @@ def _advance(port: Port, policy: CascadePolicy, state: Mapping[str, Any], cur: d
         return cur
     nxt_req = StepRequest(i + 1, targets[i + 1], dict(state["request"])) if i + 1 < len(targets) else None
     d = decide(policy, task_type=state.get("task_type"), score=value, index=i, targets=targets,
-               spent_usd=float(cur["spent_usd"]), next_estimate_usd=port.estimate(nxt_req) if nxt_req else None)
+               spent_usd=float(cur["spent_usd"]), next_estimate_usd=port.estimate(nxt_req) if nxt_req else None,
+               threshold=threshold_of(port, policy, {**state, "cursor": cur}))
     if d.action == "escalate":
         cur["index"], cur["next"] = i + 1, "answer"
         return cur

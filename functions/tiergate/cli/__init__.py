@@ -1,5 +1,6 @@
 """The ``tiergate`` command: ``serve`` (the gateway on localhost), ``config check``,
-``keys`` (virtual keys in the store), ``edge`` (the device agent) and ``models`` (its GGUFs)."""
+``keys`` (virtual keys in the store), ``router`` (learned routing), ``edge`` (the device agent) and
+``models`` (its GGUFs)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 from tiergate import __version__
 from tiergate.cli.config import add_config_parser
 from tiergate.cli.keys import add_keys_parser
+from tiergate.cli.router import add_router_parser
 from tiergate.cli.serve import add_serve_parser
 from tiergate_edge.cli import add_edge_parser
 from tiergate_edge.models_cli import add_models_parser
@@ -21,6 +23,7 @@ def parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_config_parser(sub)
     add_keys_parser(sub)
+    add_router_parser(sub)
     add_edge_parser(sub)
     add_models_parser(sub)
     return p

@@ -11,8 +11,18 @@ from tiergate.config.catalog import CatalogError, check_files, load
 
 
 def config_check(args: argparse.Namespace) -> int:
+    """Validate the catalog, and the router artifact ``routing.learned.path`` names (it must
+    load, match its hashes and name only catalog models), as serving would at startup."""
     try:
         cat = load(args.file)
+        learned = ""
+        cfg = cat.routing.learned
+        if cfg is not None and cfg.path is not None:
+            from tiergate.routing.learned.serving import load_checked
+
+            a = load_checked(cfg.path, cat)
+            learned = (f", router artifact {a.id} ({', '.join(a.models)}; scorer {'yes' if a.scorer else 'no'}; "
+                       f"target {cfg.quality_target:g})")
     except CatalogError as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -22,7 +32,7 @@ def config_check(args: argparse.Namespace) -> int:
               + "\n".join(f"  {args.file}: {m}" for m in missing), file=sys.stderr)
         return 1
     print(f"{args.file}: ok ({len(cat.models)} deployments, tiers {cat.tiers()}, "
-          f"{len(cat.aliases)} aliases, {len(cat.cascades)} cascade policies)")
+          f"{len(cat.aliases)} aliases, {len(cat.cascades)} cascade policies{learned})")
     return 0
 
 

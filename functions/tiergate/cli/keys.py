@@ -45,6 +45,10 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=lambda s: [m for m in s.split(",") if m], dest="allowed_models",
                    help="allowed model names, comma separated")
     p.add_argument("--expires-in-days", type=float, help="the key stops working after this many days")
+    p.add_argument("--cache", choices=["off", "exact", "semantic"],
+                   help="response cache for this key (default: the catalog's cache section)")
+    p.add_argument("--scopes", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   help="api (default), dashboard (read-only sign-in to /dashboard), or api,dashboard")
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tiergate.config import diagnostics, pricing
 from tiergate.config.adapters import ADAPTERS, LITELLM, Adapter
 from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
+from tiergate.config.cache import CacheConfig
 from tiergate.config.cascades import CascadePolicy
 from tiergate.errors import InvalidRequest
 
@@ -79,6 +80,18 @@ class ModelSpec(Strict):
         return self.capabilities is not None and capability in self.capabilities
 
 
+class LearnedConfig(Strict):
+    """``routing.learned``: the trained router artifact and how ``auto`` uses it (issue 10)."""
+
+    #: The artifact directory (``tiergate router train --out``); None collects labels only.
+    path: Path | None = None
+    #: ``auto`` takes the cheapest candidate predicted to reach this share of the best
+    #: candidate's quality (calibrated on held-out training data); requests may tighten it.
+    quality_target: float = Field(0.95, gt=0, le=1)
+    #: Store prompt text with the labels (for ``tiergate router export``); off by default.
+    collect_prompts: bool = False
+
+
 class RoutingConfig(Strict):
     default_model: str = "auto"
     #: The tier ``auto`` starts from for each task type (the cheapest tier expected to do it well).
@@ -93,6 +106,8 @@ class RoutingConfig(Strict):
     auto_cascade: dict[TaskType, str] = Field(default_factory=dict)
     #: How many tiers above the chosen one the fallback chain may climb.
     fallback_up_tiers: int = Field(1, ge=0, le=MAX_TIER)
+    #: Learned routing (``auto`` from a trained artifact; labels from traffic).
+    learned: LearnedConfig | None = None
 
 
 class ReliabilityConfig(Strict):
@@ -116,6 +131,7 @@ class CatalogFile(Strict):
     reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     cascades: dict[str, CascadePolicy] = Field(default_factory=dict)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @field_validator("aliases")
     @classmethod
@@ -135,6 +151,7 @@ class Catalog(Strict):
     reliability: ReliabilityConfig
     cascades: dict[str, CascadePolicy]
     budgets: BudgetsConfig
+    cache: CacheConfig = CacheConfig()
     source: str = "default"
 
     model_config = ConfigDict(extra="forbid", frozen=True, ignored_types=(cached_property,))
@@ -254,9 +271,14 @@ def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:
                              f"routing.auto_cascade.{task} names unknown cascade policy {policy!r} (known: {known})"))
     if problems:
         raise CatalogProblems(problems)
+    cascades = dict(raw.cascades)
+    if DEFAULT_CASCADE not in cascades:
+        # ``model: "cascade"`` works on any catalog: escalate through its tiers, cheapest first.
+        cascades[DEFAULT_CASCADE] = CascadePolicy(mode="escalate", tiers=sorted({m.tier for m in models}))
     return Catalog(
         models=tuple(models), aliases=dict(raw.aliases), routing=raw.routing,
-        reliability=raw.reliability, cascades=dict(raw.cascades), budgets=raw.budgets, source=source,
+        reliability=raw.reliability, cascades=cascades, budgets=raw.budgets, cache=raw.cache,
+        source=source,
     )
 
 
@@ -291,6 +313,10 @@ def check_files(catalog: Catalog) -> list[str]:
         if ("/" in m.model or m.model.endswith(".gguf")) and not Path(m.model).expanduser().is_file():
             out.append(f"models.{n} ({m.name}): model file {m.model} does not exist")
     return out
+
+
+#: The policy ``model: "cascade"`` names; built in when the catalog has none.
+DEFAULT_CASCADE = "default"
 
 
 class CatalogError(ValueError):
@@ -330,4 +356,13 @@ def load(path: str | os.PathLike[str] | None = None) -> Catalog:
         text = p.read_text()
     except OSError as e:
         raise CatalogError(f"cannot read catalog {p}: {e.strerror}") from None
-    return parse(text, source=str(p))
+    return anchor_paths(parse(text, source=str(p)), p.parent)
+
+
+def anchor_paths(cat: Catalog, base: Path) -> Catalog:
+    """A relative ``routing.learned.path`` is relative to the catalog file's directory."""
+    learned = cat.routing.learned
+    if learned is None or learned.path is None or learned.path.is_absolute():
+        return cat
+    routing = cat.routing.model_copy(update={"learned": learned.model_copy(update={"path": base / learned.path})})
+    return cat.model_copy(update={"routing": routing})

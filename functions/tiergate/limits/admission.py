@@ -104,6 +104,15 @@ class Outcome:
     outcome: str                 # "ok" | "error:<code>" | "cache_hit"
     cache_hit: bool = False
     capability: str | None = None  # the task type, for /metrics
+    #: A cache hit: what the answer cost when it was produced (the hit itself costs 0).
+    saved_usd: float = 0.0
+    #: Streams: time from admission to the first chunk (the dashboard's and metrics' TTFT).
+    ttft_ms: float | None = None
+    #: Answered by a deployment other than the plan's first (the executor fell back).
+    fallback: bool = False
+    #: Set when the request is one step of a cascade: the policy's name and the step's index.
+    cascade_policy: str | None = None
+    cascade_step: int | None = None
 
 
 class Admission(Protocol):

@@ -17,8 +17,9 @@ from typing import Any
 
 from tiergate.config.budgets import BudgetsConfig, ScopeLimits
 from tiergate.config.catalog import ModelSpec
-from tiergate.errors import BudgetExceeded, PriceUnknown
-from tiergate.limits.virtual_keys import VirtualKey
+from tiergate.errors import BudgetExceeded, PermissionDenied, PriceUnknown
+from tiergate.limits.admission import Principal
+from tiergate.limits.virtual_keys import DASHBOARD_SCOPE, KeyService, VirtualKey, has_scope
 from tiergate.stores.base import Bump, CounterKey, CounterState, RecordStore
 
 NANO = 1_000_000_000
@@ -185,3 +186,22 @@ async def report(store: RecordStore, cfg: BudgetsConfig, *, key: VirtualKey | No
                     "reserved_usd": to_usd(st.reserved), "remaining_usd": to_usd(max(0, s.limit - st.used)),
                     "utilization_percentage": round(100 * st.used / s.limit, 2) if s.limit else None})
     return out
+
+
+async def subject(principal: Principal, keys: KeyService, *, tenant: str | None,
+                  key_id: str | None) -> tuple[VirtualKey | None, str | None]:
+    """Whose budgets a caller may read: the master any key's or tenant's (default: global
+    only); a dashboard key its tenant's (and its keys'); any other key its own."""
+    if principal.is_master:
+        key = await keys.get(key_id) if key_id else None
+        return key, key.tenant if key is not None else tenant
+    if has_scope(principal, DASHBOARD_SCOPE):
+        if tenant and tenant != principal.tenant:
+            raise PermissionDenied("A dashboard key may read only its own tenant's budgets")
+        key = await keys.get(key_id) if key_id else None
+        if key is not None and key.tenant != principal.tenant:
+            raise PermissionDenied("A dashboard key may read only its own tenant's budgets")
+        return key, principal.tenant
+    if (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
+        raise PermissionDenied("Only the master key may read other keys' or tenants' budgets")
+    return principal.metadata.get("key"), principal.tenant

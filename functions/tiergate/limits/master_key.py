@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections import deque
 from typing import Any
 
 from tiergate.errors import AuthenticationFailed
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, bearer_token
+from tiergate.limits.usage import MemoryLedger
 
 
 class MasterKeyAdmission:
@@ -17,7 +17,7 @@ class MasterKeyAdmission:
 
     def __init__(self, master_key: str | None, *, keep: int = 10_000) -> None:
         self._master = master_key
-        self.records: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.ledger = MemoryLedger(keep=keep)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if self._master is None:
@@ -37,16 +37,7 @@ class MasterKeyAdmission:
         )
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        self.records.append({
-            "request_id": ticket.request_id, "key_id": ticket.principal.key_id,
-            "tenant": ticket.principal.tenant,
-            "model": outcome.deployment.name if outcome.deployment else None,
-            "tier": outcome.deployment.tier if outcome.deployment else None,
-            "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms,
-            "attempts": outcome.attempts, "outcome": outcome.outcome, "cache_hit": outcome.cache_hit,
-            "ts": time.time(),
-        })
+        self.ledger.add(ticket, outcome, now=time.time())
 
     def tier_ceiling(self, principal: Principal) -> int | None:
         return None  # no budgets

@@ -32,7 +32,7 @@ from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Tick
 from tiergate.limits.budgets import BudgetScope, to_nano
 from tiergate.limits.outbox import Outbox, decode, encode
 from tiergate.limits.usage import metric_corrections, usage_record
-from tiergate.limits.virtual_keys import SECRET_PREFIX, KeyService, VirtualKey
+from tiergate.limits.virtual_keys import API_SCOPE, SECRET_PREFIX, KeyService, VirtualKey
 from tiergate.settings import Settings
 from tiergate.stores.base import Bump, Correction, RecordStore, Rejected, Settlement
 
@@ -105,10 +105,12 @@ class StoreAdmission:
 
     async def admit(self, principal: Principal, req: AdmissionRequest) -> Ticket:
         dep = req.deployment
+        key: VirtualKey | None = principal.metadata.get("key")
+        if key is not None and API_SCOPE not in key.scopes:
+            raise PermissionDenied("This API key has no 'api' scope (it may only read the dashboard)")
         if not principal.may_use(dep):
             raise PermissionDenied(f"This API key may not use model {dep.name!r} (tier {dep.tier})",
                                    param="model")
-        key: VirtualKey | None = principal.metadata.get("key")
         tenant = None if principal.is_master else principal.tenant
         now = self._clock()
         budgets.check_per_request(self.cfg, key=key, tenant=tenant, estimate_usd=req.estimate_usd)

@@ -12,10 +12,12 @@ the same store call as the usage record.
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 from tiergate.config.budgets import BudgetsConfig
+from tiergate.errors import InvalidRequest
 from tiergate.limits.admission import Outcome, Ticket
 from tiergate.limits.budgets import period_bounds, to_nano, to_usd
 from tiergate.stores.base import Correction, CounterKey, RecordStore
@@ -39,7 +41,11 @@ def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days
         "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
         "cost_usd": round(outcome.cost_usd, 9), "reserved_usd": round(ticket.reserved_usd, 9),
         "latency_ms": round(outcome.latency_ms, 3), "cache_hit": outcome.cache_hit,
+        "saved_usd": round(outcome.saved_usd, 9),
         "attempts": outcome.attempts, "outcome": outcome.outcome, "capability": outcome.capability,
+        "ttft_ms": round(outcome.ttft_ms, 3) if outcome.ttft_ms is not None else None,
+        "fallback": outcome.fallback, "cascade_policy": outcome.cascade_policy,
+        "cascade_step": outcome.cascade_step,
         "expires_at": int(now) + retention_days * 86400,
     }
 
@@ -52,6 +58,10 @@ def metric_corrections(rec: dict[str, Any], *, now: float) -> list[Correction]:
                       to_nano(rec["cost_usd"]), exp)]
     if rec.get("capability"):
         out.append(Correction(CounterKey("budgets", METRICS_PK, f"{month}#cap#{rec['capability']}"), 1, exp))
+    if rec.get("cache_hit"):
+        out += [Correction(CounterKey("budgets", METRICS_PK, f"{month}#hit#{rec['tier']}"), 1, exp),
+                Correction(CounterKey("budgets", METRICS_PK, f"{month}#saved#{rec['tier']}"),
+                           to_nano(rec.get("saved_usd") or 0.0), exp)]
     return out
 
 
@@ -66,13 +76,52 @@ async def query(store: RecordStore, *, key_id: str | None = None, tenant: str | 
     elif tenant is not None:
         recs = await store.query_tenant(TABLE, tenant, ts_from=lo, ts_to=hi, limit=limit)
     else:
+        # Only usage records have ``ts``: routing labels share the table (routing/learned/labels.py).
         recs = [r for r in await store.scan(TABLE, limit=100_000)
-                if (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
+                if "ts" in r and (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)]
         recs.sort(key=lambda r: r["ts"])
     if tenant is not None:
         recs = [r for r in recs if r.get("tenant") == tenant]
     recs = [r for r in recs if (tier is None or r.get("tier") == tier) and (model is None or r.get("model") == model)]
-    return [{k: v for k, v in r.items() if k not in ("pk", "sk", "expires_at")} for r in recs[:limit]]
+    return [_public(r) for r in recs[:limit]]
+
+
+def _public(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in ("pk", "sk", "expires_at")}
+
+
+def period_start(period: str, now: float) -> float | None:
+    """Start (epoch seconds) of the UTC ``day`` or ``month`` containing ``now``; None for
+    ``all``. The one reading of ``period`` that ``/v1/usage`` and the dashboard share."""
+    if period == "all":
+        return None
+    if period not in ("day", "month"):
+        raise InvalidRequest("period must be day, month or all", param="period")
+    pid, _ = period_bounds(period, now)
+    fmt = "d%Y-%m-%d" if period == "day" else "m%Y-%m"
+    return datetime.strptime(pid + "+0000", fmt + "%z").timestamp()
+
+
+class MemoryLedger:
+    """The last usage records of a home without a record store (the edge agent, a
+    master-key-only gateway), in memory and bounded; queried like the store's ledger."""
+
+    def __init__(self, *, keep: int = 10_000) -> None:
+        self._recs: deque[dict[str, Any]] = deque(maxlen=keep)
+
+    def add(self, ticket: Ticket, outcome: Outcome, *, now: float) -> None:
+        self._recs.append(_public(usage_record(ticket, outcome, now=now, retention_days=0)))
+
+    def query(self, *, key_id: str | None = None, tenant: str | None = None, since: float | None = None,
+              until: float | None = None, tier: int | None = None, model: str | None = None,
+              limit: int = 1000) -> list[dict[str, Any]]:
+        lo = iso(since) if since is not None else None
+        hi = iso(until) if until is not None else None
+        out = [r for r in self._recs
+               if (key_id is None or r["key_id"] == key_id) and (tenant is None or r["tenant"] == tenant)
+               and (lo is None or r["ts"] >= lo) and (hi is None or r["ts"] <= hi)
+               and (tier is None or r.get("tier") == tier) and (model is None or r.get("model") == model)]
+        return out[:limit]
 
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,7 +130,29 @@ def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
         "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
         "completion_tokens": sum(r.get("completion_tokens", 0) for r in recs),
         "cost_usd": round(sum(r.get("cost_usd", 0.0) for r in recs), 9),
+        "cache": cache_summary(recs),
     }
+
+
+def _hit_rate(hits: int, requests: int) -> float | None:
+    return round(hits / requests, 4) if requests else None
+
+
+def cache_summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cache hits, hit rate and dollars saved, overall and per tier."""
+    tiers: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        t = tiers.setdefault(str(r.get("tier")), {"requests": 0, "hits": 0, "saved_usd": 0.0})
+        t["requests"] += 1
+        if r.get("cache_hit"):
+            t["hits"] += 1
+            t["saved_usd"] += r.get("saved_usd") or 0.0
+    for t in tiers.values():
+        t["hit_rate"], t["saved_usd"] = _hit_rate(t["hits"], t["requests"]), round(t["saved_usd"], 9)
+    hits = sum(t["hits"] for t in tiers.values())
+    return {"hits": hits, "hit_rate": _hit_rate(hits, len(recs)),
+            "saved_usd": round(sum(t["saved_usd"] for t in tiers.values()), 9),
+            "per_tier": dict(sorted(tiers.items()))}
 
 
 async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict[str, Any]:
@@ -91,6 +162,8 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
     req: dict[str, int] = {}
     cost: dict[str, float] = {}
     caps: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    saved: dict[str, float] = {}
     for k, st in counters.items():
         m, kind, name = k.sk.split("#", 2)
         if m != month:
@@ -101,6 +174,10 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
             cost[name] = to_usd(st.used)
         elif kind == "cap":
             caps[name] = st.used
+        elif kind == "hit":
+            hits[name] = st.used
+        elif kind == "saved":
+            saved[name] = to_usd(st.used)
     limit = cfg.global_.monthly_usd
     total = sum(cost.values())
     return {
@@ -110,6 +187,10 @@ async def metrics(store: RecordStore, cfg: BudgetsConfig, *, now: float) -> dict
         "total_cost_usd": round(total, 6),
         "budget_utilization_percentage": round(100 * total / limit, 2) if limit else None,
         "most_used_capabilities": [c for c, _ in sorted(caps.items(), key=lambda kv: (-kv[1], kv[0]))[:5]],
+        "cache_hits_per_tier": {t: hits.get(t, 0) for t in sorted(req)},
+        "cache_hit_rate_per_tier": {t: _hit_rate(hits.get(t, 0), n) for t, n in sorted(req.items())},
+        "cache_saved_usd_per_tier": {t: round(saved.get(t, 0.0), 6) for t in sorted(req)},
+        "cache_saved_usd": round(sum(saved.values()), 6),
     }
 
 

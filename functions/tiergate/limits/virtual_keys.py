@@ -15,15 +15,19 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tiergate.errors import Conflict, InvalidRequest, NotFound
+from tiergate.limits.admission import Principal
 from tiergate.stores.base import Cond, ConditionFailed, RecordStore
 
 TABLE = "keys"
 SECRET_PREFIX = "sk-tg-"
+API_SCOPE = "api"
+DASHBOARD_SCOPE = "dashboard"
+Scope = Literal["api", "dashboard"]
 
 
 def hash_secret(secret: str) -> str:
@@ -49,7 +53,18 @@ class KeyLimits(BaseModel):
     tpm: int | None = Field(None, gt=0)
     #: Epoch seconds after which the key stops working.
     valid_until: float | None = None
+    #: Response cache for this key: off, exact, semantic (exact and semantic), or unset (the catalog's).
+    cache: Literal["off", "exact", "semantic"] | None = None
+    #: What the key may do: ``api`` (call models, read its own usage and budget) and/or
+    #: ``dashboard`` (sign in to ``/dashboard`` and read its tenant's usage and budgets,
+    #: read-only). A key with only ``dashboard`` cannot call models.
+    scopes: list[Scope] = Field(default_factory=lambda: [API_SCOPE], min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))
 
     @field_validator("allowed_tiers")
     @classmethod
@@ -89,6 +104,15 @@ class VirtualKey(KeyCreate):
     @property
     def tiers(self) -> frozenset[int] | None:
         return frozenset(self.allowed_tiers) if self.allowed_tiers is not None else None
+
+
+def has_scope(principal: Principal, scope: str) -> bool:
+    """The master has every scope; a virtual key the ones it lists (records written before
+    scopes existed have ``api`` only)."""
+    if principal.is_master:
+        return True
+    key = principal.metadata.get("key")
+    return isinstance(key, VirtualKey) and scope in key.scopes
 
 
 def _to_record(k: VirtualKey, digest: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from tiergate.config.base import MAX_TIER
 from tiergate.config.catalog import Catalog, ModelSpec
@@ -65,8 +65,24 @@ class RoutePlan:
             "skipped": [{"deployment": d, "why": why} for d, why in self.skipped],
             "estimated_prompt_tokens": self.needs.prompt_tokens if self.needs else None,
             "reason": self.reason,
+            "router": rules_block(self),
             **self.extra,
         }
+
+
+def rules_block(plan: RoutePlan) -> dict[str, Any]:
+    """``POST /v1/route``'s ``router`` block when no learned model decided (a learned plan
+    puts its own in ``extra``)."""
+    return {"kind": "rules", "predicted_quality": {}, "target": None,
+            "chosen": plan.candidates[0].name if plan.candidates else None}
+
+
+class LearnedPlanner(Protocol):
+    """``auto`` from a trained artifact (:mod:`tiergate.routing.learned.serving`); returns
+    None to leave the request to the rules."""
+
+    def plan(self, router: Router, req: GatewayRequest, principal: Principal, max_tier: int | None
+             ) -> RoutePlan | None: ...
 
 
 class Router:
@@ -80,8 +96,10 @@ class Router:
         available: Callable[[ModelSpec], str | None] = lambda spec: None,
         circuit_open: Callable[[ModelSpec], bool] = lambda spec: False,
         rng: random.Random | None = None,
+        learned: LearnedPlanner | None = None,
     ) -> None:
         self.catalog = catalog
+        self.learned = learned
         self._unavailable = available   # returns why a deployment cannot be used, or None
         self._circuit_open = circuit_open
         self._rng = rng or random.Random()
@@ -112,6 +130,15 @@ class Router:
         ok, skipped = self._filter(self.catalog.in_tier(tier), principal, needs)
         return self._order(ok), skipped
 
+    def usable(self, specs: Sequence[ModelSpec], principal: Principal, needs: RequestNeeds
+               ) -> tuple[list[ModelSpec], list[tuple[str, str]]]:
+        """The deployments among ``specs`` that can serve this request, and why the others cannot."""
+        return self._filter(specs, principal, needs)
+
+    def order(self, specs: list[ModelSpec]) -> list[ModelSpec]:
+        """A group's deployments in the order to try them (weighted shuffle, open circuits last)."""
+        return self._order(specs)
+
     # --- modes --------------------------------------------------------------------
 
     def _cascade_plan(self, req: GatewayRequest, policy: str) -> RoutePlan:
@@ -134,6 +161,10 @@ class Router:
             wanted = self.catalog.tiers()[0]
             why = f"auto: embeddings -> cheapest tier {wanted}"
         else:
+            if self.learned is not None:
+                learned = self.learned.plan(self, req, principal, max_tier)
+                if learned is not None:
+                    return learned
             wanted = auto_tier(self.catalog, task)
             why = f"auto: task={task.task_type} difficulty={task.difficulty} -> tier {wanted}"
         plan = self._tier_plan(req.ref.requested, wanted, principal, req.needs, max_tier, why=why)

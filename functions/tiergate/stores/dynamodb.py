@@ -142,6 +142,11 @@ class DynamoStore(RecordStore):
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    @property
+    def client(self) -> Any:
+        """The boto3 client, for other tables of the same home (the response cache)."""
+        return self._c
+
     async def aclose(self) -> None:
         self._pool.shutdown(wait=True)
 

@@ -15,7 +15,9 @@ contend, through the lock. A bump or a settlement is a single transaction = one 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -98,7 +100,9 @@ class SqliteStore(RecordStore):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
-                                   check_same_thread=False)
+                                   check_same_thread=False, factory=_Connection)
+            if not self._memory:
+                conn.write_lock = os.open(self.path + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
             conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             if not self._memory:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -150,6 +154,8 @@ class SqliteStore(RecordStore):
         with self._conns_lock:
             for c in self._conns:
                 c.close()
+                if c.write_lock is not None:
+                    os.close(c.write_lock)
             self._conns.clear()
 
     # --- counters ---------------------------------------------------------------------
@@ -313,18 +319,47 @@ class SqliteStore(RecordStore):
         return await self._run(lambda c: [json.loads(r[0]) for r in c.execute(sql, args)])
 
 
+# --- the write lock across processes (tiergate serve --workers N) ----------------------
+# SQLite's own lock stays the guarantee (BEGIN IMMEDIATE below). But a writer that finds it
+# taken by another process sleeps in SQLite's busy handler (1, 2, 5, 10... ms) although the
+# holder is done within a fraction of a millisecond. So every write transaction first takes
+# an flock on "<db>-writelock": a waiter blocks in the kernel and wakes the moment the
+# holder commits (measured with another process holding the lock half the time: a small
+# write's p90 0.16-0.25 ms this way, 1.1-3.2 ms with the busy handler alone). Readers never
+# take it; the kernel drops it if its process dies.
+
+
+class _Connection(sqlite3.Connection):
+    write_lock: int | None = None  # fd of "<db>-writelock" (None: in-memory database)
+
+
 class _txn:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception), under the
+    cross-process write lock when the connection has one."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.c = conn
+        self.fd = getattr(conn, "write_lock", None)
 
     def __enter__(self) -> sqlite3.Connection:
-        self.c.execute("BEGIN IMMEDIATE")
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            self.c.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._unlock()
+            raise
         return self.c
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.c.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.c.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 def _read_counter(c: sqlite3.Connection, k: CounterKey) -> CounterState | None:

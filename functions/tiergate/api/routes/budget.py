@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 
 from tiergate.api.deps import KeysDep, PrincipalDep, StoreDep
 from tiergate.api.responses import JSONResponse
-from tiergate.errors import PermissionDenied
 from tiergate.limits import budgets
 
 router = APIRouter()
@@ -19,14 +18,7 @@ async def get_budget(request: Request, store: StoreDep, keys: KeysDep, principal
                      tenant: str | None = None, key_id: str | None = None) -> JSONResponse:
     """Own key: its key, tenant and global scopes. Master: global (and a tenant's or a key's)."""
     cfg = request.app.state.services.catalog.budgets
-    key = principal.metadata.get("key")
-    if principal.is_master:
-        key = await keys.get(key_id) if key_id else None
-        tenant = key.tenant if key is not None else tenant
-    elif (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
-        raise PermissionDenied("Only the master key may read other keys' or tenants' budgets")
-    else:
-        tenant = principal.tenant
+    key, tenant = await budgets.subject(principal, keys, tenant=tenant, key_id=key_id)
     scopes = await budgets.report(store, cfg, key=key, tenant=tenant, now=time.time())
     return JSONResponse({"object": "tiergate.budget", "soft_limit_fraction": cfg.soft_limit_fraction,
                          "key_id": key.key_id if key else None, "tenant": tenant, "scopes": scopes})

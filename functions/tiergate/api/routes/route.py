@@ -6,6 +6,7 @@ the door translates it (so the plan is the one the door would get)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,6 +21,7 @@ from tiergate.errors import InvalidRequest
 from tiergate.gateway import Gateway
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest, NativeBody, hints_of
+from tiergate.routing.learned.serving import TARGET_HEADER
 from tiergate.services import Services
 
 router = APIRouter()
@@ -57,13 +59,19 @@ async def route(request: Request, services: ServicesDep, principal: PrincipalDep
         raise InvalidRequest(f"door must be one of {', '.join(DOORS)}", param="door")
     body = await read_json(request, services.settings.max_body_bytes)
     draft = body.get("draft") if door == "chat" else body.pop("draft", None)
+    target = body.pop("quality_target", None)
     req = await _request(door, services, request, body, principal)
-    plan = Gateway(services).plan(req, principal)
+    if target is not None:
+        # The dry run also takes the target in the body: the same as x-tiergate-quality-target.
+        req = dataclasses.replace(req, hints={**req.hints, TARGET_HEADER: str(target)})
+    plan, _ = await Gateway(services).planned(req, principal)  # session affinity applies; nothing is written
     out = {"door": door, **plan.describe()}
     if plan.candidates and plan.needs is not None:
         out["estimated_max_cost_usd"] = round(Gateway.estimate(plan.candidates[0], plan)[2], 10)
         if req.native is not None:
             out["native"] = plan.candidates[0].has("messages_api")
+    if services.cache is not None:
+        out["cache"] = await services.cache.explain(req, principal, plan)
     if draft is not None and services.cascades is not None and req.operation == "chat":
         out["draft"] = services.cascades.explain(req, plan.cascade_policy, draft)
     return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,22 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tiergate.api.body import read_json, validate
 from tiergate.api.deps import PrincipalDep, StoreDep, int_param
 from tiergate.api.responses import JSONResponse
-from tiergate.errors import InvalidRequest, PermissionDenied
+from tiergate.errors import PermissionDenied
 from tiergate.limits import usage
-from tiergate.limits.budgets import period_bounds
+from tiergate.limits.virtual_keys import DASHBOARD_SCOPE, has_scope
 from tiergate.stores.base import Cond, ConditionFailed
 
 router = APIRouter()
-
-
-def _since(period: str, now: float) -> float | None:
-    if period == "all":
-        return None
-    if period not in ("day", "month"):
-        raise InvalidRequest("period must be day, month or all", param="period")
-    pid, _ = period_bounds(period, now)
-    fmt = "d%Y-%m-%d" if period == "day" else "m%Y-%m"
-    return datetime.strptime(pid + "+0000", fmt + "%z").timestamp()
 
 
 @router.get("/v1/usage")
@@ -34,11 +23,17 @@ async def get_usage(store: StoreDep, principal: PrincipalDep, period: str = "mon
                     model: str | None = None, tenant: str | None = None, key_id: str | None = None,
                     limit: str | None = None) -> JSONResponse:
     if not principal.is_master:
-        if (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
+        if has_scope(principal, DASHBOARD_SCOPE):
+            # A dashboard key reads its own tenant (any of its keys), never another.
+            if tenant and tenant != principal.tenant:
+                raise PermissionDenied("A dashboard key may read only its own tenant's usage")
+            tenant = principal.tenant
+        elif (tenant and tenant != principal.tenant) or (key_id and key_id != principal.key_id):
             raise PermissionDenied("Only the master key may read other keys' or tenants' usage")
-        key_id, tenant = principal.key_id, None
+        else:
+            key_id, tenant = principal.key_id, None
     n = int_param(limit, "limit", lo=1, hi=10_000) or 1000
-    since = _since(period, time.time())
+    since = usage.period_start(period, time.time())
     recs = await usage.query(store, key_id=key_id, tenant=tenant, since=since,
                              tier=int_param(tier, "tier", lo=0, hi=4), model=model, limit=n)
     return JSONResponse({"object": "list", "period": period, "summary": usage.summarize(recs), "data": recs})
