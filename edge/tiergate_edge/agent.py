@@ -134,7 +134,8 @@ class _EdgeKeys:
 class EdgeAgent:
     def __init__(self, settings: Settings, edge: EdgeSettings, *, catalog: Catalog | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
-        from tiergate_edge.llama_runtime import provider_from, runtime_from
+        from tiergate_edge.llama_provider import provider_from
+        from tiergate_edge.llama_runtime import runtime_from
 
         self.settings, self.edge = settings, edge
         self.catalog = catalog or edge_catalog(edge)

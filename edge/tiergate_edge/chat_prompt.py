@@ -7,12 +7,17 @@ formats that have no system role), and decides how the answer is constrained:
 
 * ``json_object`` / ``json_schema``: a JSON schema (or any JSON) that grammar-constrained
   decoding enforces, so the answer always parses;
-* tools: calls are written ``<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>``
-  (the format SmolLM2, Qwen and Hermes models were trained on). ``tool_choice`` =
-  ``required`` or a named function forces a call, its arguments constrained by the
-  tool's JSON schema. ``auto`` forces one when the last user turn is about a tool (a
-  small model cannot be trusted to decide), else generates freely and still parses a
-  call the model chose to write. After a tool result the model answers in words.
+* tools: ``tool_choice`` = ``required`` or a named function forces a call, written
+  ``<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`` (the tools are listed in
+  the system prompt), its arguments constrained by the tool's JSON schema: any model.
+  ``auto`` is the model's own decision when its GGUF chat template renders tools (Qwen
+  2.5, Hermes, Llama 3.1 and the like were trained to decide): the tools go to the
+  template, the model answers freely, and a call it writes is parsed (tagged, or bare
+  JSON where the tags are special tokens the text leaves out). A template without tools
+  (the bundled SmolLM2-135M: it never chose a call on its own when we measured) gets the
+  keyword rule instead: a call is forced when the last user turn shares a content word
+  with a tool's name, description or parameters, else the model answers freely and a
+  call it writes is still parsed. After a tool result the model answers in words.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ChatPlan:
     #: tools mode: True = the output must be a tool call (grammar); False = free text, parsed.
     force_call: bool = False
     tool_names: tuple[str, ...] = field(default=())
+    #: tools mode, the model decides: the OpenAI ``tools`` for its own chat template to render.
+    template_tools: tuple[dict[str, Any], ...] | None = None
 
 
 def _text(content: Any) -> str:
@@ -189,7 +196,7 @@ def _about_a_tool(messages: Sequence[Mapping[str, str]], fns: Sequence[Mapping[s
 
 
 def _plan_tools(body: Mapping[str, Any], messages: list[dict[str, str]], raw: Sequence[Any],
-                default_system: str | None) -> ChatPlan | None:
+                default_system: str | None, template_tools: bool) -> ChatPlan | None:
     fns = _functions(body)
     choice = _tool_choice(body)
     if not fns or choice == "none":
@@ -207,6 +214,10 @@ def _plan_tools(body: Mapping[str, Any], messages: list[dict[str, str]], raw: Se
             # A tool has answered: the model answers the user in words (without the tool list,
             # a small model would only call the tool again).
             return ChatPlan(_with_system(messages, "", default_system), mode="tools", tool_names=())
+        if template_tools:  # the model's own template lists the tools; the model decides
+            return ChatPlan(_with_system(messages, "", default_system), mode="tools",
+                            tool_names=tuple(f["name"] for f in fns),
+                            template_tools=tuple({"type": "function", "function": f} for f in fns))
         force, fns_for_call = _about_a_tool(messages, fns), fns
     else:
         raise UpstreamBadRequest("tool_choice must be none, auto, required or a function", param="tool_choice")
@@ -215,22 +226,55 @@ def _plan_tools(body: Mapping[str, Any], messages: list[dict[str, str]], raw: Se
     return ChatPlan(msgs, mode="tools", schema=schema, force_call=force, tool_names=tuple(f["name"] for f in fns))
 
 
-def parse_tool_calls(text: str, names: Sequence[str]) -> tuple[str | None, list[dict[str, Any]]]:
-    """Split a local answer into (content, tool_calls). A call must name a known tool and
-    carry JSON arguments; anything else stays text."""
-    m = _TOOL_RE.search(text)
-    if m is None:
-        return text, []
-    try:
-        calls = json.loads(m.group(1))
-    except ValueError:
-        return text, []
-    if isinstance(calls, Mapping):
-        calls = [calls]
+def _bare_calls(text: str) -> list[Any] | None:
+    """The JSON values an answer consists of, one after another (``{...}\n{...}`` or a
+    list), or None if it is anything else: a template model's calls once the special
+    tokens around them are left out of the text."""
+    dec, i, n, values = json.JSONDecoder(), 0, len(text), []
+    while True:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        if i >= n:
+            return values or None
+        if text[i] not in "{[":
+            return None
+        try:
+            v, i = dec.raw_decode(text, i)
+        except ValueError:
+            return None
+        values += v if isinstance(v, list) else [v]
+
+
+def parse_tool_calls(text: str, names: Sequence[str], *, bare: bool = False) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split a local answer into (content, tool_calls). Calls are the JSON inside each
+    ``<tool_call>`` tag (a list, or one object per tag); with ``bare``, an answer made only
+    of call objects counts too (a template that writes the tags as special tokens, which
+    the text leaves out). A call must name a known tool and carry JSON arguments; anything
+    else stays text."""
+    tags = list(_TOOL_RE.finditer(text))
+    calls: list[Any] = []
+    if tags:
+        for m in tags:
+            try:
+                v = json.loads(m.group(1))
+            except ValueError:
+                return text, []
+            calls += v if isinstance(v, list) else [v]
+        before = text[:tags[0].start()].strip()
+    else:
+        found = _bare_calls(text) if bare else None
+        if not found or not all(isinstance(c, Mapping) and c.get("name") in names for c in found):
+            return text, []
+        calls, before = found, ""
     out, seen = [], set()
-    for c in calls if isinstance(calls, list) else []:
+    for c in calls:
         if isinstance(c, Mapping) and c.get("name") in names:
             args = c.get("arguments", c.get("parameters", {}))
+            if isinstance(args, str):  # some templates write the arguments as a JSON string
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    continue
             key = (c["name"], json.dumps(args, sort_keys=True))
             if key in seen:  # small models repeat a call; the same call twice is one call
                 continue
@@ -239,7 +283,6 @@ def parse_tool_calls(text: str, names: Sequence[str]) -> tuple[str | None, list[
                         "function": {"name": c["name"], "arguments": json.dumps(args if args is not None else {})}})
     if not out:
         return text, []
-    before = text[:m.start()].strip()
     return (before or None), out
 
 
@@ -247,16 +290,18 @@ def parse_tool_calls(text: str, names: Sequence[str]) -> tuple[str | None, list[
 
 
 def plan_chat(body: Mapping[str, Any], *, default_system: str | None = None,
-              chat_format: str | None = None) -> ChatPlan:
+              chat_format: str | None = None, template_tools: bool = False) -> ChatPlan:
+    """``template_tools``: the model's own chat template renders tools (``auto`` is its call)."""
     raw = body.get("messages") or []
     if not isinstance(raw, list) or not raw:
         raise UpstreamBadRequest("messages must be a non-empty list", param="messages")
     messages = normalize(raw)
-    plan = _plan_tools(body, messages, raw, default_system)
+    plan = _plan_tools(body, messages, raw, default_system, template_tools)
     if plan is None:
         plan = _plan_json(body, messages, default_system)
     if chat_format in NO_SYSTEM_ROLE:
-        plan = ChatPlan(fold_system(plan.messages), plan.mode, plan.schema, plan.force_call, plan.tool_names)
+        plan = ChatPlan(fold_system(plan.messages), plan.mode, plan.schema, plan.force_call, plan.tool_names,
+                        plan.template_tools)
     return plan
 
 

@@ -7,6 +7,7 @@ stops as soon as the wanted keys are seen (they precede the big tokenizer arrays
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,11 @@ _STRING, _ARRAY = 8, 9
 #: ``<arch>.<key>`` values kept: the trained context, and what sizes the KV cache.
 _ARCH_KEYS = ("context_length", "block_count", "embedding_length", "attention.head_count",
               "attention.head_count_kv")
+
+
+#: A Jinja chat template that renders the request's tools uses the ``tools`` variable in a
+#: statement or an expression (``{%- if tools %}``, ``{{ tools | tojson }}``).
+_TEMPLATE_USES_TOOLS = re.compile(r"\{[%{][^}]*\btools\b")
 
 
 class NotGGUF(ValueError):
@@ -34,6 +40,8 @@ class GGUFInfo:
     embedding_length: int | None = None
     head_count: int | None = None
     head_count_kv: int | None = None
+    #: The chat template renders tools: the model was trained to decide on tool calls itself.
+    template_renders_tools: bool = False
 
 
 def _read(f: IO[bytes], fmt: str) -> Any:
@@ -89,13 +97,14 @@ def read_info(path: str | Path) -> GGUFInfo:
             key = _string(f)
             vtype = _read(f, "<I")
             arch = found.get("general.architecture")
-            wanted = key in ("general.architecture", "general.name") or (
+            wanted = key in ("general.architecture", "general.name", "tokenizer.chat_template") or (
                 arch is not None and key.startswith(arch + ".") and key[len(arch) + 1:] in _ARCH_KEYS)
             val = _value(f, vtype, keep=wanted)
             if wanted:
                 found[key] = val
             if key == "tokenizer.chat_template":
                 found[key] = True
+                found["tools"] = isinstance(val, str) and _TEMPLATE_USES_TOOLS.search(val) is not None
     arch = found.get("general.architecture")
 
     def num(key: str) -> int | None:
@@ -105,4 +114,5 @@ def read_info(path: str | Path) -> GGUFInfo:
     return GGUFInfo(path=path, architecture=arch, context_length=num("context_length"),
                     name=found.get("general.name"), has_chat_template=bool(found.get("tokenizer.chat_template")),
                     block_count=num("block_count"), embedding_length=num("embedding_length"),
-                    head_count=num("attention.head_count"), head_count_kv=num("attention.head_count_kv"))
+                    head_count=num("attention.head_count"), head_count_kv=num("attention.head_count_kv"),
+                    template_renders_tools=bool(found.get("tools")))

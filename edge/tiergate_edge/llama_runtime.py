@@ -1,5 +1,9 @@
 """The local model runtime on llama-cpp-python: the only module importing ``llama_cpp``.
 
+Its job is the models: resolve, load, keep, evict, and run one generation at a time per
+model. The async adapter over it is :mod:`tiergate_edge.llama_provider`; the request and
+answer shapes are :mod:`tiergate_edge.chat_prompt` and :mod:`tiergate_edge.local_answer`.
+
 Models load lazily on their first request and stay resident, several at once, under a
 memory budget (GGUF size + the KV cache its context needs); loading one more evicts the
 least recently used idle ones. Each resident model has its own lock (a llama.cpp
@@ -15,19 +19,18 @@ the tokens after the longest prefix shared with the previous prompt (system prom
 earlier turns). With ``prompt_cache_mb`` > 0 a RAM cache also keeps the states of
 other recent prompts, for interleaved conversations (it costs a state copy per answer).
 
-Answers are constrained by llama.cpp grammars: JSON mode and ``json_schema`` (GBNF from
-the schema), and forced tool calls (the arguments' schemas); see :mod:`chat_prompt`.
+Answers are constrained by llama.cpp grammars (:func:`grammar_for`): JSON mode and
+``json_schema`` (GBNF from the schema), and forced tool calls (the arguments' schemas).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -37,24 +40,26 @@ import llama_cpp
 from llama_cpp import llama_grammar
 
 from tiergate.config.catalog import ModelSpec
-from tiergate.errors import UpstreamBadRequest, UpstreamServerError, UpstreamUnavailable
-from tiergate.providers.base import ProviderCall
+from tiergate.errors import UpstreamBadRequest, UpstreamServerError
 from tiergate_edge import default_model
-from tiergate_edge.chat_prompt import ChatPlan, close_json, parse_tool_calls, plan_chat, tool_call_grammar
+from tiergate_edge.chat_prompt import ChatPlan, tool_call_grammar
 from tiergate_edge.gguf_meta import GGUFInfo, NotGGUF, read_info
 from tiergate_edge.model_store import ModelStore
 
-#: OpenAI parameters passed to llama.cpp as they are (others are ignored; JSON is a grammar).
-_PASSTHROUGH = ("temperature", "top_p", "top_k", "stop", "seed", "presence_penalty", "frequency_penalty",
-                "logit_bias")
-_DONE = object()
-#: The default system prompt of a local answer when the client sends none. Measured on
-#: SmolLM2-135M: 12 of 14 short factual questions right with it, 8-9 without.
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer directly and concisely."
 
+class _Llama(llama_cpp.Llama):
+    """``llama_cpp.Llama`` with a per-token hook: ``on_token(token)`` runs as each token is
+    sampled (before llama-cpp-python decides whether it has text to emit yet), and a True
+    return ends the generation there, as if ``max_tokens`` were reached."""
 
-class _Cancelled(Exception):
-    """Raised from the sampling loop when the request was cancelled."""
+    on_token: Callable[[int], bool] | None = None
+
+    def generate(self, *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        hook = self.on_token
+        for token in super().generate(*args, **kwargs):
+            if hook is not None and hook(token):
+                return
+            yield token
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,8 @@ class LocalModel:
     chat_format: str | None
     has_template: bool
     n_threads: int
+    #: The model's own chat template renders tools (so ``tool_choice: auto`` is its decision).
+    template_tools: bool
     #: Estimated resident bytes: the weights plus the f16 KV cache of ``n_ctx`` tokens.
     est_bytes: int
 
@@ -164,13 +171,19 @@ class LlamaRuntime:
             entry = ModelStore(self._models_dir).get(spec.model)
             limits = [c for c in (info.context_length, spec.context_window, entry and entry.n_ctx, self._cap) if c]
             n_ctx = min(limits)
-            lm = LocalModel(path=path, n_ctx=n_ctx, n_ctx_train=info.context_length,
-                            chat_format=spec.chat_format or default_model.default_chat_format(spec.model),
+            fmt = spec.chat_format or default_model.default_chat_format(spec.model)
+            lm = LocalModel(path=path, n_ctx=n_ctx, n_ctx_train=info.context_length, chat_format=fmt,
                             has_template=info.has_chat_template,
+                            template_tools=fmt is None and info.template_renders_tools,
                             n_threads=(entry and entry.n_threads) or self._threads,
                             est_bytes=estimate_bytes(info, n_ctx))
             self._resolved[key] = lm
             return lm
+
+    def resolved(self, spec: ModelSpec) -> LocalModel | None:
+        """The resolution of ``spec`` if it was resolved before (no I/O, no lock: a dict read
+        is atomic), for the event loop's fast path; else None (call :meth:`resolve` in a thread)."""
+        return self._resolved.get((spec.model, spec.chat_format, spec.context_window))
 
     def context_window(self, spec: ModelSpec) -> int:
         return self.resolve(spec).n_ctx
@@ -212,7 +225,7 @@ class LlamaRuntime:
     def _load(self, lm: LocalModel) -> Any:
         t0 = time.perf_counter()
         try:
-            llm = llama_cpp.Llama(
+            llm = _Llama(
                 model_path=str(lm.path), n_ctx=lm.n_ctx, n_threads=lm.n_threads, n_threads_batch=lm.n_threads,
                 n_batch=min(self._batch, lm.n_ctx), seed=self.seed, chat_format=lm.chat_format,
                 verbose=self._verbose)
@@ -262,199 +275,59 @@ class LlamaRuntime:
 
     def generate(self, lm: LocalModel, kwargs: dict[str, Any], cancelled: threading.Event,
                  on_chunk: Callable[[dict[str, Any]], None] | None = None) -> Generation:
-        """Run one chat completion token by token; ``on_chunk`` gets each llama.cpp chunk.
-        Stops at the first token after ``cancelled`` is set."""
+        """Run one chat completion; ``on_chunk`` gets each llama.cpp stream chunk. Stops at
+        the first token sampled after ``cancelled`` is set (the per-token hook sees every
+        token, also those llama-cpp-python holds back as a partial UTF-8 character or a
+        possible stop sequence) and counts the tokens as they are sampled."""
         out = Generation()
         parts: list[str] = []
         t0 = time.perf_counter()
-        def stop_when_cancelled(input_ids: Any, scores: Any) -> Any:
-            # Runs inside llama.cpp's sampling loop, once per token, even while the library
-            # holds output back (stop-sequence or UTF-8 boundaries) and yields nothing: the
-            # only place a cancel is seen within one token whatever the text looks like.
-            if cancelled.is_set():
-                raise _Cancelled
-            return scores
-
-        processors = llama_cpp.LogitsProcessorList([*(kwargs.pop("logits_processor", None) or ()),
-                                                    stop_when_cancelled])
         with self._use(lm) as llm:
+            if cancelled.is_set():  # gone while this request waited for the model (or its load)
+                out.cancelled = True
+                return out
+            vocab, is_eog = llama_cpp.llama_model_get_vocab(llm.model), llama_cpp.llama_vocab_is_eog
+
+            def on_token(token: int) -> bool:
+                if out.ttft_s is None:
+                    out.ttft_s = time.perf_counter() - t0
+                    out.prompt_tokens = llm.n_tokens  # the prompt is evaluated; this token is not yet
+                if not is_eog(vocab, token):  # llama-cpp-python's own count leaves end-of-turn out
+                    out.completion_tokens += 1
+                    self.tokens_generated += 1
+                if cancelled.is_set():
+                    out.cancelled = True
+                    return True
+                return False
+
+            llm.on_token = on_token
             try:
-                gen = llm.create_chat_completion(**kwargs, logits_processor=processors, stream=True)
+                gen = llm.create_chat_completion(**kwargs, stream=True)
                 try:
                     for chunk in gen:
-                        choice = chunk["choices"][0] if chunk.get("choices") else {}
-                        delta = choice.get("delta") or {}
-                        if "content" in delta:
-                            if out.ttft_s is None:
-                                out.ttft_s = time.perf_counter() - t0
-                                out.prompt_tokens = llm.n_tokens  # evaluated before the first token
-                            out.completion_tokens += 1  # one chunk per generated token
-                            self.tokens_generated += 1
-                            parts.append(delta["content"] or "")
-                        if choice.get("finish_reason"):
-                            out.finish_reason = choice["finish_reason"]
+                        choices = chunk["choices"]
+                        if choices:
+                            choice = choices[0]
+                            content = choice["delta"].get("content")
+                            if content:
+                                parts.append(content)
+                            if choice.get("finish_reason"):
+                                out.finish_reason = choice["finish_reason"]
                         if on_chunk is not None:
                             on_chunk(chunk)
-                        if cancelled.is_set():
-                            out.cancelled = True
-                            break
-                except _Cancelled:
-                    out.cancelled = True
                 finally:
                     gen.close()
             except ValueError as e:  # prompt beyond n_ctx, a grammar llama.cpp rejects
                 raise UpstreamBadRequest(f"local model: {e}", code="context_length_exceeded") from None
+            finally:
+                llm.on_token = None
             if out.ttft_s is None:
                 out.prompt_tokens = llm.n_tokens
+        if out.cancelled:
+            out.finish_reason = None  # llama-cpp-python says "length" for a generation we ended
         self.last_ttft_s = out.ttft_s
         out.text = "".join(parts)
         return out
-
-
-def chat_kwargs(body: dict[str, Any], spec: ModelSpec, plan: ChatPlan, *, default_max_tokens: int,
-                seed: int) -> dict[str, Any]:
-    """The ``create_chat_completion`` keyword arguments for a planned request. Defaults
-    chosen for small local models: temperature 0.2, repeat penalty 1.1, a fixed seed (the
-    same request gets the same answer), and a short ``max_tokens`` so a runaway loop ends
-    in seconds; the client's values win, capped by the catalog's ``max_output_tokens``."""
-    if (body.get("n") or 1) != 1:
-        raise UpstreamBadRequest("the local model supports n=1 only", param="n")
-    kw: dict[str, Any] = {k: body[k] for k in _PASSTHROUGH if body.get(k) is not None}
-    kw.setdefault("temperature", 0.2)
-    kw.setdefault("seed", seed)
-    kw["repeat_penalty"] = 1.1
-    kw["messages"] = plan.messages
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    max_out = int(asked) if asked else default_max_tokens
-    if spec.max_output_tokens:
-        max_out = min(max_out, spec.max_output_tokens)
-    kw["max_tokens"] = max_out
-    kw["model"] = spec.name
-    grammar = grammar_for(plan)
-    if grammar is not None:
-        kw["grammar"] = grammar
-    return kw
-
-
-def completion_body(gen: Generation, plan: ChatPlan, model: str) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` from a finished generation."""
-    finish = gen.finish_reason or ("length" if gen.cancelled else "stop")
-    text = gen.text
-    if plan.mode == "json":
-        text = close_json(text)  # cut off by max_tokens: still parses
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if plan.mode == "tools":
-        content, calls = parse_tool_calls(gen.text, plan.tool_names)
-        if calls:
-            message = {"role": "assistant", "content": content, "tool_calls": calls}
-            finish = "tool_calls"
-    return {"id": "chatcmpl-" + format(time.time_ns(), "x"), "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                      "total_tokens": gen.prompt_tokens + gen.completion_tokens}}
-
-
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-
-def buffered_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A finished completion as stream chunks (tool answers are parsed before they are sent)."""
-    cid, created, model = body["id"], body["created"], body["model"]
-    choice = body["choices"][0]
-    msg = choice["message"]
-    chunks = [_chunk(cid, created, model, {"role": "assistant", "content": ""})]
-    if msg.get("tool_calls"):
-        calls = [{"index": i, **c} for i, c in enumerate(msg["tool_calls"])]
-        chunks.append(_chunk(cid, created, model, {"tool_calls": calls}))
-    elif msg.get("content"):
-        chunks.append(_chunk(cid, created, model, {"content": msg["content"]}))
-    chunks.append(_chunk(cid, created, model, {}, choice["finish_reason"]))
-    chunks.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [], "usage": body["usage"]})
-    return chunks
-
-
-class LlamaCppProvider:
-    """The ``llama-cpp`` adapter over a shared :class:`LlamaRuntime`."""
-
-    def __init__(self, runtime: LlamaRuntime, *, default_max_tokens: int = 256,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
-        self.runtime = runtime
-        self._default_max = default_max_tokens
-        self._system = system_prompt
-
-    async def _prepare(self, call: ProviderCall) -> tuple[LocalModel, ChatPlan, dict[str, Any]]:
-        spec = call.deployment
-        lm = await asyncio.to_thread(self.runtime.resolve, spec)
-        plan = plan_chat(call.body, default_system=self._system, chat_format=lm.chat_format)
-        kw = chat_kwargs(call.body, spec, plan, default_max_tokens=self._default_max, seed=self.runtime.seed)
-        return lm, plan, kw
-
-    async def complete(self, call: ProviderCall) -> dict[str, Any]:
-        lm, plan, kw = await self._prepare(call)
-        cancelled = threading.Event()
-        try:
-            gen = await asyncio.to_thread(self.runtime.generate, lm, kw, cancelled)
-        finally:
-            cancelled.set()  # a cancelled attempt (timeout, client gone) stops the model at the next token
-        return completion_body(gen, plan, call.deployment.name)
-
-    async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        spec = call.deployment
-        lm, plan, kw = await self._prepare(call)
-        if plan.mode != "text":
-            # Tool and JSON answers are finished whole before they are sent: the client must
-            # see well-formed calls, and JSON that max_tokens cut off is closed first.
-            for chunk in buffered_chunks(await self.complete(call)):
-                yield chunk
-            return
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(q.put_nowait, item)
-
-        def work() -> None:
-            try:
-                gen = self.runtime.generate(lm, kw, cancelled, on_chunk=emit)
-                emit(("usage", gen))
-            except BaseException as e:  # surfaced to the event loop
-                emit(e)
-            finally:
-                emit(_DONE)
-
-        worker = loop.run_in_executor(None, work)
-        try:
-            last: dict[str, Any] | None = None
-            while True:
-                item = await q.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, UpstreamBadRequest | UpstreamServerError):
-                        raise item
-                    raise UpstreamUnavailable(f"{spec.deployment_id}: local generation failed: {item}")
-                if isinstance(item, tuple):
-                    g: Generation = item[1]
-                    yield {"id": last["id"] if last else "chatcmpl-local", "object": "chat.completion.chunk",
-                           "created": last["created"] if last else int(time.time()), "model": spec.name,
-                           "choices": [], "usage": {"prompt_tokens": g.prompt_tokens,
-                                                    "completion_tokens": g.completion_tokens,
-                                                    "total_tokens": g.prompt_tokens + g.completion_tokens}}
-                    continue
-                item["model"] = spec.name
-                last = item
-                yield item
-        finally:
-            cancelled.set()  # the client went away (or we are done): stop generating
-            with contextlib.suppress(Exception):
-                await asyncio.shield(worker)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.runtime.close)
 
 
 def runtime_from(edge: Any) -> LlamaRuntime:
@@ -462,8 +335,3 @@ def runtime_from(edge: Any) -> LlamaRuntime:
     return LlamaRuntime(models_dir=edge.models_dir, n_ctx_cap=edge.n_ctx_cap, n_threads=edge.n_threads,
                         n_batch=edge.n_batch, seed=edge.seed, memory_budget_mb=edge.memory_budget_mb,
                         prompt_cache_mb=edge.prompt_cache_mb)
-
-
-def provider_from(runtime: LlamaRuntime, edge: Any) -> LlamaCppProvider:
-    return LlamaCppProvider(runtime, default_max_tokens=edge.default_max_tokens,
-                            system_prompt=edge.system_prompt or None)

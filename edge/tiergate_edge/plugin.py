@@ -38,7 +38,7 @@ class LocalModelPlugin(Plugin):
         return self._runtime
 
     def _provider(self) -> Any:
-        from tiergate_edge.llama_runtime import provider_from
+        from tiergate_edge.llama_provider import provider_from
 
         return provider_from(self.runtime, self.edge)
 

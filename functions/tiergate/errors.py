@@ -113,6 +113,24 @@ class CapabilityUnsupported(InvalidRequest):
     code = "capability_not_supported"
 
 
+class PriceUnknown(InvalidRequest):
+    """The caller is under a budget and the deployment has no known price: it could only be
+    billed at $0, which no budget would ever count, so it is refused (set its prices in the
+    catalog, or choose a priced model)."""
+
+    code = "price_unknown"
+
+
+class ClientDisconnected(GatewayError):
+    """The client closed its connection before the answer: the work stopped (status 499,
+    nginx's "client closed request"; nobody reads the body). Not retried, and says nothing
+    about the deployment's health."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class RateLimited(GatewayError):
     """Our own limit (per key or per deployment), not the provider's."""
 

@@ -341,7 +341,8 @@ class Gateway:
             request_id=request_id, deployment=plan.candidates[0], prompt_tokens=p, max_output_tokens=max_out,
             estimate_usd=est))
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
-        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started,
+        ctx = CallContext(request_id=request_id, deadline=deadline, client_gone=req.client_gone)
+        a = _Admitted(plan, ticket, ctx, started,
                       operation=GENAI_OPERATIONS.get(req.door, "chat"), prompt_reserved=p,
                       trace=req.trace)
         try:

@@ -61,6 +61,38 @@ def test_tool_choice_decides_whether_a_call_is_forced() -> None:
     assert single.schema is not None and single.schema["maxItems"] == 1
 
 
+def test_the_keyword_rule_only_where_the_template_cannot_render_tools() -> None:
+    """``auto`` on a model whose template renders tools: its own decision (tools go to the
+    template, nothing forced); on one whose template does not: the keyword rule."""
+    ask = [{"role": "user", "content": "Is it raining in Tokyo?"}]
+    own = plan_chat({"messages": ask, "tools": [W]}, default_system=SYS, template_tools=True)
+    assert own.mode == "tools" and not own.force_call and own.schema is None
+    assert own.template_tools == (W,) and own.tool_names == ("get_weather",)
+    assert own.messages == [{"role": "system", "content": SYS}, *ask]  # no tool list of ours in the prompt
+    forced = plan_chat({"messages": ask, "tools": [W], "tool_choice": "required"}, template_tools=True)
+    assert forced.force_call and forced.template_tools is None  # a forced call is grammar-constrained, any model
+    # The keyword rule: a call is forced only when the turn shares a content word with the tool.
+    assert plan_chat({"messages": [{"role": "user", "content": "Weather in Oslo?"}], "tools": [W]}).force_call
+    paraphrase = plan_chat({"messages": ask, "tools": [W]})
+    assert paraphrase.mode == "tools" and not paraphrase.force_call and paraphrase.template_tools is None
+
+
+def test_a_template_models_calls_are_parsed_with_or_without_their_tags() -> None:
+    names = ["get_weather", "calculator"]
+    one = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    two = '{"name": "calculator", "arguments": {"expression": "2*3"}}'
+    # Qwen-style: one object per tag; the tags are special tokens the text leaves out.
+    for text in (f"<tool_call>\n{one}\n</tool_call>\n<tool_call>\n{two}\n</tool_call>", f"\n{one}\n\n{two}\n"):
+        content, calls = parse_tool_calls(text, names, bare=True)
+        assert content is None and [c["function"]["name"] for c in calls] == ["get_weather", "calculator"]
+    assert parse_tool_calls(f"\n{one}\n", names) == (f"\n{one}\n", [])  # bare JSON only for template models
+    unknown = '{"name": "good morning", "arguments": {"message": "hola"}}'
+    assert parse_tool_calls(unknown, names, bare=True) == (unknown, [])  # a call to no tool stays text
+    assert parse_tool_calls(f"{one} and then some words", names, bare=True)[1] == []
+    stringly = '{"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}'
+    assert json.loads(parse_tool_calls(stringly, names, bare=True)[1][0]["function"]["arguments"]) == {"city": "Rome"}
+
+
 def test_tool_calls_are_parsed_deduplicated_and_unknown_names_stay_text() -> None:
     call = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
     content, calls = parse_tool_calls(f"<tool_call>[{call}, {call}]</tool_call>", ["get_weather"])

@@ -80,3 +80,46 @@ def test_health_reports_local_model_and_cloud(agent) -> None:
 def test_unknown_job_is_404(agent) -> None:
     r = httpx.get(agent.base_url + "/jobs/job_nope", timeout=10)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def _tokens(agent) -> int:
+    return agent.agent.runtime.tokens_generated
+
+
+def test_a_client_that_drops_a_non_streamed_request_stops_local_generation(agent) -> None:
+    """A non-streamed local answer whose client hangs up stops within a token of the server
+    seeing the disconnect, so the next request does not wait behind the dead one (it would
+    hold the model for ~1,500 tokens, several seconds on the tiny GGUF)."""
+    import json
+    import socket
+    import time
+
+    no_end = {"2": -100, "4": -100}  # no </s>, no <|im_end|>: it would run to max_tokens
+    body = json.dumps({"model": "local", "max_tokens": 1500, "temperature": 0, "logit_bias": no_end,
+                       "messages": MSG}).encode()
+    host, port = agent.url.removeprefix("http://").split(":")
+    before = _tokens(agent)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                 + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    deadline = time.monotonic() + 30
+    while _tokens(agent) < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    sock.close()                         # the client gives up before any answer
+    at_close = _tokens(agent)
+    settled = at_close
+    while True:                          # until generation has stopped
+        time.sleep(0.2)
+        now = _tokens(agent)
+        if now == settled:
+            break
+        settled = now
+    # It stopped at once (the tiny GGUF makes ~200 tokens/s: 30 tokens is 0.15 s of slack for
+    # the disconnect to travel from the socket to the model), never near max_tokens.
+    assert settled - at_close < 30, (before, at_close, settled)
+    assert settled - before < 200
+    # The model is free: the next request is answered at once (not after the dead one's 1,500 tokens).
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused", max_retries=0, timeout=10)
+    r = client.chat.completions.create(model="local", messages=MSG, max_tokens=4, temperature=0)
+    assert r.usage.completion_tokens == 4
+    assert _tokens(agent) == settled + 4

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from tiergate.config.catalog import ModelSpec
-from tiergate.errors import UpstreamBadRequest, UpstreamServerError
+from tiergate.errors import ClientDisconnected, UpstreamBadRequest, UpstreamServerError
 from tiergate.providers.base import Provider, ProviderCall
-from tiergate_edge.llama_runtime import LlamaCppProvider, LlamaRuntime
+from tiergate_edge.llama_provider import LlamaCppProvider
+from tiergate_edge.llama_runtime import LlamaRuntime
 
 MSG = [{"role": "user", "content": "hello world"}]
 
@@ -175,6 +177,48 @@ async def test_a_cancelled_request_stops_generating_within_a_token(wide, tiny_gg
     assert rt.tokens_generated - at_cancel <= 1
     r = await asyncio.wait_for(provider.complete(call(spec(tiny_gguf), max_tokens=2)), timeout=10)
     assert r["usage"]["completion_tokens"] >= 2
+
+
+async def test_a_non_streamed_answer_stops_when_its_client_is_gone(wide, tiny_gguf) -> None:
+    provider = wide
+    rt = provider.runtime
+    gone = asyncio.Event()
+    no_end = {"2": -100, "4": -100}
+    c = dataclasses.replace(call(spec(tiny_gguf), max_tokens=1500, logit_bias=no_end), client_gone=gone.wait)
+    task = asyncio.create_task(provider.complete(c))
+    before = rt.tokens_generated
+    while rt.tokens_generated < before + 5:
+        await asyncio.sleep(0.001)
+    gone.set()                           # what the door's disconnect watcher reports
+    with pytest.raises(ClientDisconnected) as e:
+        await task
+    assert e.value.status == 499 and not e.value.retryable and not e.value.counts_against_deployment
+    stopped = rt.tokens_generated        # the model had stopped when the error was raised
+    await asyncio.sleep(0.3)
+    assert rt.tokens_generated == stopped and stopped - before < 100
+    # A client that stays gets its answer; the watcher is not left behind.
+    stays = asyncio.Event()
+    r = await provider.complete(dataclasses.replace(call(spec(tiny_gguf), max_tokens=3), client_gone=stays.wait))
+    assert r["usage"]["completion_tokens"] == 3
+    await asyncio.sleep(0)               # the cancelled watcher finishes on the next loop turn
+    assert not [t for t in asyncio.all_tasks() if "Event.wait" in repr(t.get_coro())]
+
+
+async def test_auto_tools_go_to_a_template_that_renders_them(tmp_path, provider) -> None:
+    """A GGUF whose template renders tools decides ``auto`` itself: the tools reach its
+    template (the prompt grows by them, with no tool list of ours), nothing is forced."""
+    from tests.support.tiny_gguf import TOOLS_TEMPLATE, write_tiny_gguf
+
+    s = spec(write_tiny_gguf(tmp_path / "tools.gguf", chat_template=TOOLS_TEMPLATE), name="tools")
+    fn = {"name": "get_weather", "description": "Get the weather", "parameters": {"type": "object", "properties": {}}}
+    tools = [{"type": "function", "function": fn}]
+    assert provider.runtime.resolve(s).template_tools
+    auto = await provider.complete(call(s, tools=tools, max_tokens=2))
+    none = await provider.complete(call(s, tools=tools, tool_choice="none", max_tokens=2))
+    assert auto["usage"]["prompt_tokens"] > none["usage"]["prompt_tokens"] + 10
+    # The plain ChatML model has no tools in its template: the keyword rule (our tool list) applies.
+    plain = spec(write_tiny_gguf(tmp_path / "plain.gguf"), name="plain")
+    assert not provider.runtime.resolve(plain).template_tools
 
 
 async def test_models_stay_resident_under_the_memory_budget_lru(tmp_path, tiny_gguf, tiny_gguf_alt) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tiny_gguf import write_tiny_gguf
+from tests.support.tiny_gguf import TOOLS_TEMPLATE, write_tiny_gguf
 from tiergate_edge import default_model
 from tiergate_edge.gguf_meta import NotGGUF, read_info
 
@@ -24,6 +24,9 @@ def test_header_reader(tiny_gguf: Path, tmp_path: Path) -> None:
     assert (info.architecture, info.context_length, info.has_chat_template) == ("llama", 2048, True)
     no_tpl = read_info(write_tiny_gguf(tmp_path / "n.gguf", chat_template=None, n_ctx_train=1024))
     assert (no_tpl.context_length, no_tpl.has_chat_template) == (1024, False)
+    assert not info.template_renders_tools     # plain ChatML: no tools in the template
+    tools = read_info(write_tiny_gguf(tmp_path / "tools.gguf", chat_template=TOOLS_TEMPLATE))
+    assert tools.has_chat_template and tools.template_renders_tools
     (tmp_path / "x.gguf").write_bytes(b"GGML....")
     with pytest.raises(NotGGUF):
         read_info(tmp_path / "x.gguf")
@@ -47,6 +50,7 @@ def test_bundled_model_is_an_instruct_model_with_its_template_verified_once(tmp_
     path = default_model.resolve_model_path("bundled:smollm2-135m", tmp_path / "models")
     info = read_info(path)
     assert info.has_chat_template and info.context_length == 8192 and info.block_count == 30
+    assert not info.template_renders_tools  # SmolLM2-135M's template knows no tools: the keyword rule applies
     marker = tmp_path / "models" / (path.name + ".verified")
     assert marker.read_text().split()[0] == default_model.BUNDLED["smollm2-135m"].sha256
     marker.write_text("0" * 64 + " 1 2\n")   # a stale marker: hashed again, rewritten

@@ -6,7 +6,7 @@ import pytest
 
 from tests.limits.conftest import MASTER, make_catalog
 from tests.limits.helpers import outcome, request
-from tiergate.errors import AuthenticationFailed, BudgetExceeded, PermissionDenied, RateLimited
+from tiergate.errors import AuthenticationFailed, BudgetExceeded, PermissionDenied, PriceUnknown, RateLimited
 from tiergate.limits import budgets, usage
 from tiergate.limits.store_admission import StoreAdmission
 from tiergate.limits.virtual_keys import KeyCreate, KeyService, hash_secret, key_id_for
@@ -111,6 +111,30 @@ async def test_per_request_limit(settings, store):
     with pytest.raises(BudgetExceeded) as e:
         await adm.admit(await adm.authenticate(f"Bearer {MASTER}"), request(cat.by_id["small"]))
     assert e.value.details["period"] == "request" and e.value.details["scope"] == "global"
+
+
+@pytest.mark.parametrize("limit", ["daily_budget_usd", "monthly_budget_usd", "max_cost_per_request_usd"])
+async def test_a_key_budget_refuses_a_deployment_with_no_known_price(settings, store, limit):
+    # "small" has no price in the catalog and none in the snapshot: it would be billed $0.
+    adm, cat = admission(settings, store, input_cost_per_mtok=None, output_cost_per_mtok=None)
+    small = cat.by_id["small"]
+    assert not small.price_known
+    _, _, budgeted = await new_key(adm, **{limit: 5.0})
+    assert budgeted.budgeted
+    with pytest.raises(PriceUnknown) as e:
+        await adm.admit(budgeted, request(small))
+    err = e.value
+    assert (err.status, err.code, err.param) == (400, "price_unknown", "model")
+    assert "has no known price" in err.message and "input_cost_per_mtok" in err.message
+    assert ("key daily" if limit == "daily_budget_usd" else "key monthly" if limit == "monthly_budget_usd"
+            else "key per-request") in err.message
+    assert await store.query("usage", budgeted.key_id) == []  # refused before any hold or record
+    await adm.admit(budgeted, request(cat.by_id["big"]))  # a priced model is fine under the same key
+    # No budget applies: the unpriced deployment is admitted (nothing would be miscounted).
+    _, _, free = await new_key(adm)
+    assert not free.budgeted
+    await adm.admit(free, request(small))
+    await adm.admit(await adm.authenticate(f"Bearer {MASTER}"), request(small))
 
 
 async def test_soft_limit_suggests_cheaper_tier(settings, store):

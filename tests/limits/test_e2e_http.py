@@ -148,3 +148,30 @@ def test_budget_exceeded_and_soft_limit_downgrade(gateway: str):
     assert m["requests_per_tier"] == {"0": 2} and m["cost_per_tier"]["0"] > 0
     assert a.post("/v1/admin/reset", json={"budgets": True}).json()["budget_counters"] >= 1
     assert a.get("/metrics").json()["requests_per_tier"] == {}
+
+
+def test_a_key_budget_never_bills_an_unpriced_model_at_zero(sim, tmp_path):
+    """A virtual key with a budget asking for a model nobody knows the price of gets a 400
+    naming the fix, and ``auto`` routes it to a priced model instead; a key without a
+    budget still uses the unpriced one."""
+    cat = catalog_mod.parse(f"""
+models:
+  - {{name: mystery, model: openai/mystery-0, adapter: openai-compatible, tier: 0, api_base: "{sim.openai_base}"}}
+  - {{name: priced, model: openai/priced-1, adapter: openai-compatible, tier: 1, api_base: "{sim.openai_base}",
+     input_cost_per_mtok: 1, output_cost_per_mtok: 1}}
+routing: {{task_tiers: {{general: 0}}}}
+""", source="test")
+    settings = Settings(environment="test", master_key=MASTER, data_dir=tmp_path / "data", store="sqlite",
+                        sqlite_path=tmp_path / "gw.sqlite3", key_cache_ttl_s=0.2)
+    with serve_app(build_app(settings, cat)) as url:
+        _, only_mystery = make_key(url, daily_budget_usd=1, allowed_models=["mystery"])
+        with pytest.raises(openai.BadRequestError) as e:
+            chat(client(url, only_mystery), "mystery")
+        assert e.value.code == "price_unknown" and e.value.param == "model"
+        assert "no known price" in e.value.message and "input_cost_per_mtok" in e.value.message
+        _, budgeted = make_key(url, daily_budget_usd=1)
+        r = chat(client(url, budgeted), "auto")
+        assert r.headers["x-tiergate-model"] == "priced" and "no known price" in r.headers["x-tiergate-route-reason"]
+        assert float(r.headers["x-tiergate-cost-usd"]) > 0
+        _, free = make_key(url)
+        assert chat(client(url, free), "tier:0").headers["x-tiergate-model"] == "mystery"

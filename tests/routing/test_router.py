@@ -9,7 +9,13 @@ from collections import Counter
 import pytest
 
 from tiergate.config import catalog as catalog_mod
-from tiergate.errors import ContextWindowExceeded, ModelNotFound, NoRouteAvailable, PermissionDenied
+from tiergate.errors import (
+    ContextWindowExceeded,
+    ModelNotFound,
+    NoRouteAvailable,
+    PermissionDenied,
+    PriceUnknown,
+)
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest
 from tiergate.routing.plan import Router
@@ -97,3 +103,30 @@ def test_keys_and_names(cat):
         router.plan(req(cat, "top"), Principal(key_id="k", allowed_tiers=frozenset({0, 1})))
     with pytest.raises(NoRouteAvailable):
         Router(cat, available=lambda s: "off").plan(req(cat, "tier:1"), ME)
+
+
+def test_a_budgeted_key_is_never_routed_to_a_deployment_with_no_known_price():
+    cat = catalog_mod.parse("""
+models:
+  - {name: unpriced, model: acme/unheard-of, adapter: openai-compatible, tier: 1, api_base: "http://x"}
+  - {name: priced, model: acme/p, adapter: openai-compatible, tier: 2, api_base: "http://x",
+     input_cost_per_mtok: 1, output_cost_per_mtok: 2}
+""", source="t")
+    assert not cat.by_id["unpriced"].price_known
+    budgeted = Principal(key_id="k", budgeted=True)
+    router = Router(cat)
+    assert router.plan(req(cat, "tier:1"), ME).candidates[0].name == "unpriced"  # no budget: usable
+    plan = router.plan(req(cat, "tier:1"), budgeted)
+    assert [c.name for c in plan.candidates] == ["priced"]
+    assert ("unpriced", "no known price (this key has a budget)") in plan.skipped
+    assert "tier 1 had no usable deployment (unpriced: no known price" in plan.reason
+    named = router.plan(req(cat, "unpriced"), budgeted)  # a named model falls back, saying why
+    assert [c.name for c in named.candidates] == ["priced"] and "no known price" in named.reason
+    only = catalog_mod.parse("models:\n  - {name: u, model: acme/u, adapter: openai-compatible, tier: 1, "
+                             "api_base: 'http://x'}\n", source="t")
+    with pytest.raises(PriceUnknown, match="has a known price, and this key has a budget") as e:
+        Router(only).plan(req(only, "u"), budgeted)
+    assert e.value.status == 400 and e.value.details["skipped"][0]["deployment"] == "u"
+    mine = Principal(key_id="k", budgeted=True, allowed_models=frozenset({"unpriced"}))
+    with pytest.raises(PriceUnknown):  # the priced model is not this key's: still the price's fault
+        router.plan(req(cat, "unpriced"), mine)

@@ -19,6 +19,12 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+#: ChatML plus the tools block of a template trained for tool calls (Qwen 2.5's shape, shortened).
+TOOLS_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\\n# Tools\\n<tools>' }}{% for tool in tools %}{{ tool | tojson }}"
+    "{% endfor %}{{ '</tools><|im_end|>\\n' }}{% endif %}" + CHATML_TEMPLATE
+)
+
 _WORDS = (
     "the quick brown fox jumps over lazy dog hello world local model edge cloud answer "
     "yes no ok code test data tier gate python fast slow"

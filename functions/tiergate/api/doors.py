@@ -3,7 +3,7 @@ chat body, and rendering the gateway's answer (JSON, SSE, a deferred job)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -24,7 +24,20 @@ def chat_request(services: Services, request: Request, body: dict[str, Any], *, 
         body, aliases=services.catalog.aliases, default_model=routing.default_model, keywords=routing.keywords,
         door=door, hints=hints_of(request.headers), task_hint=task_hint,
         idempotency_key=request.headers.get("idempotency-key"), native=native,
-        trace=trace_of(request.headers))
+        trace=trace_of(request.headers), client_gone=client_gone(request))
+
+
+def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """An awaitable factory that returns when the client disconnects. Call it only after the
+    body was read: it reads the ASGI channel, whose next message then is the disconnect
+    (uvicorn sends it when the connection closes, or once the response is complete)."""
+    receive = request.receive
+
+    async def gone() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return gone
 
 
 async def openai_events(s: Streaming, shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -69,8 +69,8 @@ class CascadeRunner:
         """Run one request's cascade; raises the last step's error when no step answered."""
         name, policy = self.policy(policy_name)
         task = req.task.task_type
-        ctx = CallContext(request_id=request_id,
-                          deadline=time.monotonic() + self.deps.catalog.reliability.deadline_s)
+        ctx = CallContext(request_id=request_id, deadline=time.monotonic() + self.deps.catalog.reliability.deadline_s,
+                          client_gone=req.client_gone)
         port = ServiceSteps(self.deps, policy, req.body, principal, ctx, task, needs=req.needs, policy_name=name)
         target = self.deps.scorer.target_for(req, principal) if self.deps.scorer is not None else None
         if self.remote is not None and name == STATE_MACHINE_POLICY and policy.mode != "parallel":

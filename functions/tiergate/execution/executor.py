@@ -88,6 +88,8 @@ class CallContext:
     in_flight: bool = False
     #: Called before every attempt (see the module docstring).
     prepare: Prepare | None = None
+    #: The request's :attr:`~tiergate.request.GatewayRequest.client_gone`, handed to each attempt.
+    client_gone: Callable[[], Awaitable[None]] | None = None
 
 
 #: Attempt outcomes that stand for a deployment skipped, not tried.
@@ -273,7 +275,7 @@ class Executor:
                     send = shaped
                 pc = ProviderCall(deployment=spec, body=send, timeout_s=min(spec.timeout_s or rel.attempt_timeout_s, remaining),
                                   api_key=self.keys(spec), extra_headers=dict(spec.extra_headers),
-                                  request_id=ctx.request_id)
+                                  request_id=ctx.request_id, client_gone=ctx.client_gone)
                 t = time.perf_counter()
                 ctx.in_flight = True
                 try:

@@ -31,6 +31,9 @@ class Principal:
     allowed_tiers: frozenset[int] | None = None
     allowed_models: frozenset[str] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The caller's own key has a budget (per request, day or month): a deployment with no
+    #: known price cannot be billed for it (the router skips those, admission refuses them).
+    budgeted: bool = False
 
     def snapshot(self) -> dict[str, Any]:
         """The principal as JSON (a Step Functions state carries it to the cascade tasks,

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tiergate.config.budgets import BudgetsConfig, ScopeLimits
-from tiergate.errors import BudgetExceeded, PermissionDenied
+from tiergate.config.catalog import ModelSpec
+from tiergate.errors import BudgetExceeded, PermissionDenied, PriceUnknown
 from tiergate.limits.admission import Principal
 from tiergate.limits.virtual_keys import DASHBOARD_SCOPE, KeyService, VirtualKey, has_scope
 from tiergate.stores.base import Bump, CounterKey, CounterState, RecordStore
@@ -113,6 +114,28 @@ def check_per_request(cfg: BudgetsConfig, *, key: VirtualKey | None, tenant: str
                 f"Request may cost up to ${estimate_usd:.6f}, over the {scope} per-request limit of ${cap:.6f}; "
                 "lower max_tokens or choose a cheaper model",
                 scope=scope, period="request", limit=cap, spent=0.0, estimate=round(estimate_usd, 9))
+
+
+def refuse_unpriced(cfg: BudgetsConfig, dep: ModelSpec, *, key: VirtualKey | None, tenant: str | None,
+                    periodic: list[BudgetScope]) -> None:
+    """A deployment with no known price would be billed $0 under every budget that applies,
+    so no budget would ever count it: refuse it when any budget (a periodic one or a
+    per-request cap, of the key, its tenant or the gateway) applies to this request. The
+    catalog's own budgets already refuse unpriced models when the file loads; a virtual
+    key's budgets are only known here."""
+    if dep.price_known:
+        return
+    under = [f"{s.scope} {'daily' if s.period == 'day' else 'monthly'}" if s.scope != "tier"
+             else f"tier {s.scope_id} allocation" for s in periodic]
+    under += [f"{scope} per-request" for scope, _sid, lim in _subjects(cfg, key, tenant)
+              if lim.max_cost_per_request_usd is not None]
+    if not under:
+        return
+    raise PriceUnknown(
+        f"Model {dep.name!r} (deployment {dep.deployment_id}) has no known price, and this request is under a "
+        f"budget ({', '.join(dict.fromkeys(under))}): it would be billed $0 and never count against it. "
+        "Set input_cost_per_mtok and output_cost_per_mtok for it in the catalog, or choose a priced model",
+        param="model", deployment=dep.deployment_id)
 
 
 def exceeded(s: BudgetScope, used: int, estimate: int) -> BudgetExceeded:

@@ -123,6 +123,7 @@ class StoreAdmission:
             key_id=principal.key_id, key_rpm=key.rpm if key else None, key_tpm=key.tpm if key else None,
             deployment_id=dep.deployment_id, dep_rpm=dep.rpm, dep_tpm=dep.tpm, tokens=tokens, now=now)
         scopes = budgets.scopes(self.cfg, key=key, tenant=tenant, tier=dep.tier, now=now)
+        budgets.refuse_unpriced(self.cfg, dep, key=key, tenant=tenant, periodic=scopes)
         est = to_nano(req.estimate_usd)
         for s in scopes:
             if est > s.limit:
@@ -290,4 +291,4 @@ def principal_for(key: VirtualKey) -> Principal:
     return Principal(
         key_id=key.key_id, tenant=key.tenant, is_master=False, allowed_tiers=key.tiers,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
-        metadata={"key": key})
+        metadata={"key": key}, budgeted=key.has_budget)

@@ -126,6 +126,12 @@ class VirtualKey(KeyCreate):
         return None
 
     @property
+    def has_budget(self) -> bool:
+        """Any money limit of its own (per request, day or month)."""
+        return any(v is not None for v in (self.max_cost_per_request_usd, self.daily_budget_usd,
+                                           self.monthly_budget_usd))
+
+    @property
     def tiers(self) -> frozenset[int] | None:
         return frozenset(self.allowed_tiers) if self.allowed_tiers is not None else None
 

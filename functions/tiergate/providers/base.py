@@ -8,7 +8,7 @@ errors, translated by exception *type* (or HTTP status), never by message text.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +33,10 @@ class ProviderCall:
     #: The gateway's request id (the usage record's): adapters that can send it as
     #: ``x-request-id``, so an upstream's log and our ledger can be matched call by call.
     request_id: str | None = None
+    #: Returns when the client has gone (None: no client to watch). An adapter whose work
+    #: would outlive a gone client (local generation on the device) races it and stops;
+    #: a network upstream needs nothing (its request is cancelled with the caller's task).
+    client_gone: Callable[[], Awaitable[None]] | None = None
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ at most once (on first use: a named model never needs it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -74,13 +74,18 @@ class GatewayRequest:
     native: NativeBody | None = None
     #: The caller's W3C trace context (``traceparent`` header): the request's span is its child.
     trace: TraceParent | None = None
+    #: Returns when the client has gone (its connection closed); None when there is no client
+    #: to watch (a queued job). Only work that would outlive a gone client awaits it (local
+    #: generation), so nothing is spent on it on the cloud path.
+    client_gone: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_chat(cls, body: dict[str, Any], *, aliases: Mapping[str, str], default_model: str,
                   keywords: Mapping[str, Sequence[str]] | None = None, door: str = "chat",
                   hints: Mapping[str, str] | None = None, task_hint: str | None = None,
                   idempotency_key: str | None = None, native: NativeBody | None = None,
-                  trace: TraceParent | None = None) -> GatewayRequest:
+                  trace: TraceParent | None = None,
+                  client_gone: Callable[[], Awaitable[None]] | None = None) -> GatewayRequest:
         """Parse a (validated) OpenAI chat body. Raises the gateway's 4xx errors for a bad
         ``model``; everything else about the body was checked by the door."""
         ref = ModelRef.parse(body.get("model"), aliases=aliases, default=default_model)
@@ -91,7 +96,7 @@ class GatewayRequest:
             needs=needs_of(body), stream=bool(body.get("stream")),
             include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
             hints=dict(hints or {}), task_hint=task_hint, idempotency_key=idempotency_key,
-            keywords=keywords or {}, native=native, trace=trace,
+            keywords=keywords or {}, native=native, trace=trace, client_gone=client_gone,
         )
 
     @classmethod

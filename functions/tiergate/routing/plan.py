@@ -26,6 +26,7 @@ from tiergate.errors import (
     ModelNotFound,
     NoRouteAvailable,
     PermissionDenied,
+    PriceUnknown,
 )
 from tiergate.limits.admission import Principal
 from tiergate.request import GatewayRequest
@@ -238,7 +239,10 @@ class Router:
         for s in specs:
             why: str | None = None
             if not principal.may_use(s):
-                why = "not allowed for this key"
+                why = _NOT_ALLOWED
+            elif principal.budgeted and not s.price_known:
+                # Billed at $0, it would never count against the key's budget (admission refuses it too).
+                why = _UNPRICED + " (this key has a budget)"
             elif ("embeddings" in needs.capabilities) != s.has("embeddings"):
                 # Embedding models answer embeddings requests only, and only they do.
                 why = "an embedding model" if s.has("embeddings") else "not an embedding model"
@@ -287,10 +291,18 @@ class Router:
             return ContextWindowExceeded(
                 f"The prompt (~{needs.prompt_tokens} tokens) plus {needs.output_reserve()} output tokens fits no "
                 f"model available for '{requested}'", param="messages", **details)
+        if any(w.startswith(_UNPRICED) for _, w in skipped) and all(
+                w.startswith(_UNPRICED) or w == _NOT_ALLOWED for _, w in skipped):
+            return PriceUnknown(
+                f"No model available for '{requested}' has a known price, and this key has a budget: it would be "
+                "billed $0 and never count against it. Set input_cost_per_mtok and output_cost_per_mtok in the "
+                "catalog, or choose a priced model", param="model", **details)
         why = "; ".join(f"{d}: {w}" for d, w in skipped[:6]) or "no models configured"
         return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
 
 
+_UNPRICED = "no known price"
+_NOT_ALLOWED = "not allowed for this key"
 #: The request field that asks for each capability (the error's ``param``).
 _PARAM_OF = {"tools": "tools", "json": "response_format", "json_schema": "response_format", "vision": "messages"}
 
