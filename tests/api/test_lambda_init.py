@@ -25,6 +25,11 @@ from fastapi.openapi import models as openapi_models
 from pydantic import BaseModel
 from pydantic._internal._config import config_defaults
 import os
+from pydantic import TypeAdapter
+from tiergate.api.routes import keys as keys_routes
+def query_param():  # GET /v1/keys?tenant=
+    route = next(r for r in keys_routes.router.routes if r.path == "/v1/keys" and "GET" in r.methods)
+    return route.dependant.query_params[0]._type_adapter
 state = {
     "gc_enabled": gc.isenabled(),
     "frozen": gc.get_freeze_count(),
@@ -32,14 +37,25 @@ state = {
     "rebuilt_at_init": [m.__name__ for m in (openapi_models.Schema, openapi_models.Operation,
                                              openapi_models.Encoding) if m.__pydantic_complete__],
     "pydantic_v1_imported": "pydantic.v1" in sys.modules,
+    "query_adapter_built_at_init": query_param().pydantic_complete,
     "model_rebuild_restored": BaseModel.__dict__["model_rebuild"].__func__.__module__ == "pydantic.main",
     "v1_check_restored": fastapi_shared.is_pydantic_v1_model_class.__module__ == "fastapi._compat.shared",
+    "adapter_defer_restored": TypeAdapter(int)._defer_build is False,
     "defer_default_after_init": config_defaults["defer_build"],
     "plugins_env": os.environ.get("PYDANTIC_DISABLE_PLUGINS"),
 }
 ctx = Ctx()
 chat = h.handler(rest_v1("POST", "/v1/chat/completions", CHAT, AUTH), ctx)
 spec = h.handler(rest_v1("GET", "/openapi.json", None, {}), ctx)
+master = {"authorization": "Bearer sk-lambda", "content-type": "application/json"}
+made = h.handler(rest_v1("POST", "/v1/keys", {"tenant": "acme"}, master), ctx)
+listed = {}
+for tenant in ("acme", "other"):  # the deferred query parameter, parsed on first use
+    ev = rest_v1("GET", "/v1/keys", None, master)
+    ev.update(queryStringParameters={"tenant": tenant}, multiValueQueryStringParameters={"tenant": [tenant]})
+    out = h.handler(ev, ctx)
+    listed[tenant] = [out["statusCode"], len(json.loads(out["body"])["data"])]
+state["keys"] = [made["statusCode"], listed]
 state["chat_status"] = chat["statusCode"]
 state["openapi_status"] = spec["statusCode"]
 state["openapi"] = json.loads(spec["body"])
@@ -77,6 +93,9 @@ def test_cold_init_defers_and_restores(lambda_env):
     assert state["rebuilt_at_init"] == []  # FastAPI's module-level model_rebuild() deferred too
     assert state["pydantic_v1_imported"] is False
     assert state["model_rebuild_restored"] is True and state["v1_check_restored"] is True
+    assert state["query_adapter_built_at_init"] is False  # FastAPI's parameter adapters deferred too
+    assert state["adapter_defer_restored"] is True
+    assert state["keys"] == [201, {"acme": [200, 1], "other": [200, 0]}]
     assert state["defer_default_after_init"] is False  # models defined after init build as usual
     assert state["plugins_env"] == "__all__"
     assert state["chat_status"] == 200

@@ -18,6 +18,10 @@ has been initialized:
   ``tests/api/test_lambda_init.py`` checks that the deferral still takes effect) and
   :func:`ready` restores it, so models defined later (a lazily imported LiteLLM) behave as
   everywhere else;
+* the same for type adapters: pydantic defers a ``TypeAdapter``'s build only when its own
+  config asks, so during the init one without a ``defer_build`` of its own follows the
+  default above. FastAPI makes one per query, path or body parameter of each route
+  (measured: ~8 ms less CPU); a request using the parameter builds it;
 * an explicit ``Model.model_rebuild()`` in a module body, on a model whose build is still
   deferred, is left to the deferral too: FastAPI's ``fastapi.openapi.models`` rebuilds
   ``Schema``, ``Operation`` and ``Encoding`` at import (the whole recursive JSON Schema
@@ -44,12 +48,20 @@ import os
 import sys
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic._internal import _config as _pydantic_config
 from pydantic._internal._mock_val_ser import MockValSer
 
 _DEFER_DEFAULT = _pydantic_config.config_defaults.get("defer_build", False)
 _MODEL_REBUILD = BaseModel.__dict__["model_rebuild"]  # the classmethod itself
+_ADAPTER_DEFER = TypeAdapter.__dict__["_defer_build"]  # a property: True only if its config says so
+
+
+def _adapter_defer_by_default(adapter: TypeAdapter[Any]) -> bool:
+    config = adapter._config if adapter._config is not None else adapter._model_config
+    if config and "defer_build" in config:
+        return config["defer_build"] is True
+    return bool(_pydantic_config.config_defaults["defer_build"])
 
 
 def _deferring_model_rebuild(cls: type[BaseModel], *, force: bool = False, raise_errors: bool = True,
@@ -79,6 +91,7 @@ def _begin() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     _pydantic_config.config_defaults["defer_build"] = True
     BaseModel.model_rebuild = classmethod(_deferring_model_rebuild)  # type: ignore[method-assign,assignment]
+    TypeAdapter._defer_build = property(_adapter_defer_by_default)  # type: ignore[method-assign,assignment]
     from fastapi._compat import shared as fastapi_shared  # imports FastAPI: under the two settings above
 
     fastapi_shared.is_pydantic_v1_model_class = _v1_check_once_imported(fastapi_shared.is_pydantic_v1_model_class)
@@ -89,6 +102,7 @@ def ready() -> None:
     startup heap, turn the garbage collector back on. Idempotent."""
     _pydantic_config.config_defaults["defer_build"] = _DEFER_DEFAULT
     BaseModel.model_rebuild = _MODEL_REBUILD  # type: ignore[method-assign]
+    TypeAdapter._defer_build = _ADAPTER_DEFER  # type: ignore[method-assign]
     from fastapi._compat import shared as fastapi_shared
 
     original = getattr(fastapi_shared.is_pydantic_v1_model_class, "deferral_of", None)
