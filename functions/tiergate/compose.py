@@ -26,7 +26,7 @@ from tiergate.cache.store import ExactStore
 from tiergate.cascade.runner import CascadeRunner, RemoteCascade
 from tiergate.cascade.service import CascadeDeps
 from tiergate.config import catalog as catalog_mod
-from tiergate.config.adapters import LITELLM
+from tiergate.config.adapters import LITELLM, OPENAI_COMPATIBLE
 from tiergate.config.catalog import Catalog, LearnedConfig
 from tiergate.execution.circuit import CircuitBoard
 from tiergate.execution.executor import Executor
@@ -256,9 +256,11 @@ def build_cascade_services(settings: Settings | None = None) -> Services:
 
 def prewarm(services: Services, *, snapstart: bool) -> None:
     """Build the provider adapters the catalog uses during init, so the first request does
-    not pay for their imports (aiohttp, its TLS contexts). The LiteLLM adapter (``import
-    litellm``: seconds) is built only under SnapStart, whose snapshot is taken after init
-    once per published version; without SnapStart it stays lazy, off the init path."""
+    not pay for their imports (aiohttp). The LiteLLM adapter (``import litellm``: seconds)
+    is built only under SnapStart, whose snapshot is taken after init once per published
+    version; without SnapStart it stays lazy, off the init path. The CA bundle of the
+    native adapter's TLS is loaded here only when one of its endpoints is https (an
+    all-http catalog never needs it; see :mod:`tiergate.providers.http_client`)."""
     for adapter in sorted({m.adapter for m in services.catalog.models}):
         if adapter == LITELLM and not snapstart:
             continue
@@ -267,6 +269,11 @@ def prewarm(services: Services, *, snapstart: bool) -> None:
             warm = getattr(provider, "warm", None)
             if warm is not None:
                 warm()
+    if any(m.adapter == OPENAI_COMPATIBLE and not (m.api_base or "").lower().startswith("http:")
+           for m in services.catalog.models) and services.registry.has(OPENAI_COMPATIBLE):
+        from tiergate.providers.http_client import load_trust
+
+        load_trust()
 
 
 def availability_report(services: Services) -> list[str]:

@@ -219,6 +219,25 @@ def test_cost_map_is_parsed_only_for_a_model_it_may_know(monkeypatch):
         pricing._cost_map.cache_clear()
 
 
+def test_snapshot_rows_are_parsed_one_at_a_time_and_match_the_whole_file():
+    """The cold-start path parses the snapshot row a catalog model asks for, not the whole
+    250 KB; every row found that way equals the whole parse's, and a key the search cannot
+    handle (needs escaping) still resolves from the whole parse."""
+    import json
+
+    from tiergate.config import pricing
+
+    text = pricing.SNAPSHOT.read_text()
+    full = json.loads(text)["models"]
+    snap = pricing._Snapshot(text)
+    assert all(snap.get(k) == v for k, v in full.items()) and len(full) > 1000
+    assert snap.get("acme/unheard-of-model") is None
+    assert snap._parsed is None  # never parsed whole
+    assert snap.get('odd"key') is None and snap._parsed == full  # the fallback
+    other = pricing._Snapshot(json.dumps({"models": {"m": [1, 2, 3, 4, "json"]}}, indent=1))
+    assert other.get("m") == [1, 2, 3, 4, "json"]  # another layout: the whole parse
+
+
 def test_openais_own_api_drops_top_k_every_other_endpoint_keeps_it():
     cat = parse("""
 models:

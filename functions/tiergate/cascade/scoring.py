@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tiergate.patterns import LazyPattern
 from tiergate.request.classify import last_user_text
 
 
@@ -69,19 +70,19 @@ _LANGS = {
     "kotlin": "kotlin", "swift": "swift", "php": "php",
 }
 # Lookarounds, not \b: in "Pythonで" the Japanese particle is a word character too.
-_ASK_LANG = re.compile(r"(?<![a-z])(python|javascript|typescript|golang|rust|java|kotlin|swift|ruby|php|sql|bash|"
+_ASK_LANG = LazyPattern(r"(?<![a-z])(python|javascript|typescript|golang|rust|java|kotlin|swift|ruby|php|sql|bash|"
                        r"c\+\+|c#)(?![a-z+#])", re.I)
-_ASK_CODE = re.compile(
+_ASK_CODE = LazyPattern(
     r"\b(write|implement|create|fix|refactor|give me)\b[^.?!\n]{0,60}\b(code|function|class|method|script|program|"
     r"snippet|query|regex)\b|```|コードを|関数を|実装して|プログラムを|スクリプトを|書いて.{0,10}(コード|関数)",
     re.I,
 )
-_ASK_JSON = re.compile(r"\bjson\b|ＪＳＯＮ", re.I)
-_ASK_JSON_ONLY = re.compile(r"\b(as|in|return|respond with|output|reply (in|with))\b[^.\n]{0,20}\bjson\b|json\s*(形式|で)", re.I)
-_ASK_BLOCK = re.compile(r"code block|コードブロック", re.I)
-_ASK_LIST = re.compile(r"^\s*list\b|\b(a|the) list of\b|\bbullet(ed)? (points?|list)|\bbullets\b|\benumerate\b"
+_ASK_JSON = LazyPattern(r"\bjson\b|ＪＳＯＮ", re.I)
+_ASK_JSON_ONLY = LazyPattern(r"\b(as|in|return|respond with|output|reply (in|with))\b[^.\n]{0,20}\bjson\b|json\s*(形式|で)", re.I)
+_ASK_BLOCK = LazyPattern(r"code block|コードブロック", re.I)
+_ASK_LIST = LazyPattern(r"^\s*list\b|\b(a|the) list of\b|\bbullet(ed)? (points?|list)|\bbullets\b|\benumerate\b"
                        r"|箇条書き|リストアップ|列挙|一覧", re.I | re.M)
-_ASK_N = re.compile(
+_ASK_N = LazyPattern(
     r"\b(\d{1,2}|two|three|four|five|six|seven|eight|nine|ten)\s+(?:\w+\s+)?(items|ways|examples|reasons|steps|tips|"
     r"ideas|points|names|things|options|questions|bullet points|bullets|facts|benefits|ideas)\b"
     r"|(\d{1,2})\s*(?:個|つ|点|項目|件)"
@@ -122,23 +123,23 @@ def expectations(body: Mapping[str, Any]) -> Expectations:
 
 # --- what was answered --------------------------------------------------------------
 
-_REFUSAL = re.compile(
+_REFUSAL = LazyPattern(
     r"^\W*(?:i'?m sorry,?\s*(?:but\s*)?)?(?:i\s+(?:can(?:no|')t|am unable to|'m unable to|won'?t|am not able to|'m not able to)"
     r"\s+(?:help|assist|provide|do|comply|answer|fulfil)|as an ai\b)"
     r"|申し訳(?:ありません|ございません)が.{0,40}(?:できません|いたしかねます|できかねます)"
     r"|(?:お答え|回答|お手伝い|対応)(?:することは)?できません",
     re.I | re.S,
 )
-_HEDGES = re.compile(
+_HEDGES = LazyPattern(
     r"\b(?:i'?m not (?:sure|certain)|i am not (?:sure|certain)|i don'?t know|i do not know|not 100% sure|"
     r"i might be wrong|i could be wrong|it'?s hard to say|hard to tell|i can'?t be (?:sure|certain)|"
     r"i'?m not confident|i am not confident|i think maybe|i'?m guessing|just a guess)\b"
     r"|わかりません|分かりません|自信がありません|確かではありません|定かではありません|はっきりしません|不明です|推測ですが",
     re.I,
 )
-_FENCE = re.compile(r"```([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
-_LIST_ITEM = re.compile(r"^\s*(?:\d{1,3}[.)、]|[-*•・+]|[①-⑳])\s*\S", re.M)
-_CODE_SHAPE = re.compile(r"^\s*(?:def |class |import |from \S+ import|function |const |let |var |public |#include|fn |"
+_FENCE = LazyPattern(r"```([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+_LIST_ITEM = LazyPattern(r"^\s*(?:\d{1,3}[.)、]|[-*•・+]|[①-⑳])\s*\S", re.M)
+_CODE_SHAPE = LazyPattern(r"^\s*(?:def |class |import |from \S+ import|function |const |let |var |public |#include|fn |"
                          r"func |SELECT |return\b)", re.M | re.I)
 
 
@@ -215,8 +216,8 @@ def score_text(exp: Expectations, text: str, *, finish_reason: str | None = None
     return Score(round(value, 4), tuple(reasons) or ("ok",))
 
 
-_WS = re.compile(r"\s+")
-_TOKEN = re.compile(r"\w+", re.U)  # words only: tables and lists repeat their punctuation
+_WS = LazyPattern(r"\s+")
+_TOKEN = LazyPattern(r"\w+", re.U)  # words only: tables and lists repeat their punctuation
 
 
 def _norm(text: str) -> str:
@@ -306,7 +307,7 @@ def _balanced(code: str) -> bool:
 
 # --- the judge -----------------------------------------------------------------------
 
-_NUMBER = re.compile(r"(?<![\d.])(10(?:\.0+)?|\d(?:\.\d+)?)(?:\s*/\s*10)?(?![\d.])")
+_NUMBER = LazyPattern(r"(?<![\d.])(10(?:\.0+)?|\d(?:\.\d+)?)(?:\s*/\s*10)?(?![\d.])")
 
 
 def parse_judge(text: str) -> float | None:

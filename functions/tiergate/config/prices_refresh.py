@@ -40,6 +40,7 @@ def build() -> dict:
 
 def main() -> int:
     data = build()
+    # Compact, one dict: pricing._Snapshot finds a row by searching the text for its key.
     SNAPSHOT.write_text(json.dumps(data, separators=(",", ":"), sort_keys=False) + "\n")
     print(f"wrote {SNAPSHOT} ({len(data['models'])} models, litellm {data['litellm_version']})", file=sys.stderr)
     return 0

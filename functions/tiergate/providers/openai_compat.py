@@ -20,13 +20,13 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tiergate import errors
 from tiergate.providers import error_mapping
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
+from tiergate.providers.http_client import aiohttp
 from tiergate.providers.passthrough import NativeWire, PassesThrough
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 

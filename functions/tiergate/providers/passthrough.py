@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tiergate import errors
@@ -29,6 +28,7 @@ from tiergate.config.catalog import ModelSpec
 from tiergate.providers import error_mapping
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
+from tiergate.providers.http_client import aiohttp
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
