@@ -11,6 +11,7 @@ import pytest
 from tiergate.config import catalog as catalog_mod
 from tiergate.errors import (
     ContextWindowExceeded,
+    InvalidRequest,
     ModelNotFound,
     NoRouteAvailable,
     PermissionDenied,
@@ -130,3 +131,23 @@ models:
     mine = Principal(key_id="k", budgeted=True, allowed_models=frozenset({"unpriced"}))
     with pytest.raises(PriceUnknown):  # the priced model is not this key's: still the price's fault
         router.plan(req(cat, "unpriced"), mine)
+
+
+def test_a_request_every_model_refuses_for_its_own_reasons_is_a_400_not_a_503():
+    # Found by the fuzz suite: the priced model is too small for the request and the big one
+    # has no known price under the key's budget. Each reason is the request's (or the key's):
+    # nothing is down, so it is not a 503.
+    cat = catalog_mod.parse("""
+models:
+  - {name: big, model: acme/unheard-of, adapter: openai-compatible, tier: 1, api_base: "http://x",
+     context_window: 100000}
+  - {name: small, model: acme/p, adapter: openai-compatible, tier: 1, api_base: "http://x",
+     context_window: 1000, input_cost_per_mtok: 1, output_cost_per_mtok: 2}
+""", source="t")
+    budgeted = Principal(key_id="k", budgeted=True)
+    with pytest.raises(InvalidRequest) as e:
+        Router(cat).plan(req(cat, "tier:1", content="word " * 5000), budgeted)
+    assert e.value.status == 400 and e.value.code == "no_model_fits"
+    assert "big: no known price" in e.value.message and "small: context 1000 too small" in e.value.message
+    with pytest.raises(NoRouteAvailable):  # a deployment that is down is the gateway's problem: still a 503
+        Router(cat, available=lambda s: "off" if s.name == "small" else None).plan(req(cat, "tier:1"), budgeted)

@@ -298,11 +298,22 @@ class Router:
                 "billed $0 and never count against it. Set input_cost_per_mtok and output_cost_per_mtok in the "
                 "catalog, or choose a priced model", param="model", **details)
         why = "; ".join(f"{d}: {w}" for d, w in skipped[:6]) or "no models configured"
+        if any(w.startswith(("context", _UNPRICED)) for w in relevant) and all(_client_side(w) for w in relevant):
+            # Each deployment refused for a reason of the request's or the key's own (a mix of
+            # the single-reason cases above): nothing is down, so this is not a 503.
+            return InvalidRequest(f"No model available for '{requested}' can take this request ({why})",
+                                  param="model", code="no_model_fits", **details)
         return NoRouteAvailable(f"No deployment can serve '{requested}' ({why})", **details)
 
 
 _UNPRICED = "no known price"
 _NOT_ALLOWED = "not allowed for this key"
+
+
+def _client_side(why: str) -> bool:
+    """A skip reason that is the request's or the key's, not the gateway's (see _nothing_fits)."""
+    return why.startswith(("context", _UNPRICED, "lacks ")) or why == _NOT_ALLOWED
+
 #: The request field that asks for each capability (the error's ``param``).
 _PARAM_OF = {"tools": "tools", "json": "response_format", "json_schema": "response_format", "vision": "messages"}
 
