@@ -58,3 +58,28 @@ def test_local_usage_is_synced_to_the_cloud(edge_agent) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_local_usage_is_accepted_by_the_real_cloud_ingest(edge_agent, cloud) -> None:
+    """The records the agent sends pass the cloud's strict ingest (known fields only): the
+    real gateway, not a stand-in, so a field the agent adds and the ingest does not know
+    shows up here (saved_usd did: every batch was refused with a 400)."""
+    agent = edge_agent(cloud.url, usage_sync_interval_s=0.2)
+    client = openai.OpenAI(base_url=agent.base_url, api_key="unused")
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hello"}], max_tokens=3)
+    rid = raw.headers["x-request-id"]
+    outbox = agent.agent.outbox
+    sync = agent.agent.usage
+    t = time.monotonic()
+    while sync.synced == 0 and time.monotonic() - t < 15:
+        time.sleep(0.05)
+    assert sync.synced == 1 and outbox.pending() == 0, sync.last_error
+    # The cloud has no master key here, so any bearer token reads as the master.
+    import httpx
+
+    data = httpx.get(cloud.url + "/v1/usage", params={"period": "all"}, timeout=10,
+                     headers={"authorization": "Bearer any"}).json()["data"]
+    mine = [r for r in data if r["request_id"].split(".")[0] == rid]
+    assert len(mine) == 1 and mine[0]["source"] == "edge" and mine[0]["model"] == "local"
+    assert mine[0]["completion_tokens"] == raw.parse().usage.completion_tokens
