@@ -156,7 +156,7 @@ class StoreAdmission:
         rchecks = ratelimit.checks(key_id=principal.key_id, key_rpm=key.rpm if key else None, key_tpm=None,
                                    deployment_id=req.deployment.deployment_id, dep_rpm=None, dep_tpm=None,
                                    tokens=0, now=now)
-        used = await self._bump([c.bump() for c in rchecks], rchecks, [], 0, now)
+        used = await self._bump([c.bump(now) for c in rchecks], rchecks, [], 0, now)
         return Ticket(request_id=req.request_id, principal=principal, deployment=req.deployment, reserved_usd=0.0,
                       reserved_tokens=0, headers=ratelimit.headers(rchecks, dict(zip(rchecks, used, strict=True)), now))
 
