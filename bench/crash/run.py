@@ -92,6 +92,10 @@ def crash_drills(sim: UpstreamSim, stores: list[str], runs: int, requests: int, 
     return ok
 
 
+#: Requests of the soak whose connection failed (the error of each).
+LOST: list[str] = []
+
+
 async def _tenth(c: httpx.AsyncClient, start: int, per: int, concurrency: int) -> tuple[list[float], int]:
     lat: list[float] = []
     errors = 0
@@ -101,8 +105,13 @@ async def _tenth(c: httpx.AsyncClient, start: int, per: int, concurrency: int) -
         nonlocal errors
         async with sem:
             t0 = time.perf_counter()
-            r = await c.post("/v1/chat/completions", json={
-                "model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": f"soak {i}"}]})
+            try:
+                r = await c.post("/v1/chat/completions", json={
+                    "model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": f"soak {i}"}]})
+            except httpx.HTTPError as e:  # counted (and named at the end), not fatal to the run
+                LOST.append(f"{type(e).__name__}: {e}")
+                errors += 1
+                return
             lat.append((time.perf_counter() - t0) * 1000)
             errors += r.status_code != 200
 
@@ -149,7 +158,13 @@ def soak(sim: UpstreamSim, n: int, concurrency: int, tmp: Path) -> bool:
               f"peak {max(r[1] for r in rows):.1f} MB; growth after warm-up {growth:+.1f} MB "
               f"(end/first-tenth ratio {rows[-1][1] / first_tenth:.3f})")
         print(f"calls {calls} records {recs} -> {'OK' if calls == recs == n else 'MISMATCH'}")
-        return calls == recs == n
+        if LOST:
+            alive = g.proc is not None and g.proc.poll() is None
+            print(f"{len(LOST)} request(s) lost their connection (gateway alive: {alive}); first: {LOST[0]}")
+            logs = sorted((tmp / "soak" / "run").glob("gateway-*.log"))
+            if logs:
+                print("gateway log ends:\n" + logs[-1].read_text()[-3000:])
+        return calls == recs == n and not LOST
 
 
 def main() -> int:

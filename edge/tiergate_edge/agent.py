@@ -228,6 +228,7 @@ class EdgeAgent:
             "cloud": self.health.info(),
             "queue": self.store.counts(),
             "usage_outbox_pending": self.outbox.pending(),
+            "usage_outbox_rejected": self.outbox.rejected(),
             "device": socket.gethostname(),
         }}
 

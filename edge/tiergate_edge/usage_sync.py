@@ -4,7 +4,10 @@ Requests answered by the local model never reach the cloud, so their usage recor
 written to a SQLite outbox (durable at commit) by :class:`RecordingAdmission`, and
 :class:`UsageSync` posts them in batches to ``POST <cloud>/v1/usage/ingest`` whenever the
 cloud is up. Each record has a unique ``id`` (the request id), so a batch resent after a
-crash is deduplicated by the cloud; rows are deleted only after a 2xx.
+crash is deduplicated by the cloud; rows are deleted only after a 2xx. A batch the cloud
+refuses as invalid (400/413/422) is resent record by record: the accepted ones are deleted,
+the refused ones moved to ``usage_rejected`` (kept, with the cloud's error, and counted in
+``/health``), so one bad record never blocks the records behind it.
 Offloaded requests are not recorded here: the cloud gateway records them itself.
 """
 
@@ -27,6 +30,8 @@ from tiergate_edge.cloud_client import CloudClient, CloudUnreachable
 from tiergate_edge.connectivity import CloudHealth
 
 log = logging.getLogger("tiergate.edge.usage")
+#: Statuses that say a record is invalid (it will never be accepted as it is).
+INVALID = frozenset({400, 413, 422})
 
 
 class UsageOutbox:
@@ -39,6 +44,9 @@ class UsageOutbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("CREATE TABLE IF NOT EXISTS usage_outbox (id TEXT PRIMARY KEY, record TEXT NOT NULL,"
                              " created REAL NOT NULL)")
+            # Records the cloud refused as invalid: kept (never lost), out of the queue's way.
+            self._db.execute("CREATE TABLE IF NOT EXISTS usage_rejected (id TEXT PRIMARY KEY, record TEXT NOT NULL,"
+                             " created REAL NOT NULL, reason TEXT NOT NULL)")
 
     def add(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -54,6 +62,23 @@ class UsageOutbox:
     def remove(self, ids: list[str]) -> None:
         with self._lock:
             self._db.executemany("DELETE FROM usage_outbox WHERE id = ?", [(i,) for i in ids])
+
+    def reject(self, record_id: str, reason: str) -> None:
+        """Move a record the cloud refused (400) out of the queue, into ``usage_rejected``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO usage_rejected (id, record, created, reason) "
+                                 "SELECT id, record, created, ? FROM usage_outbox WHERE id = ?", (reason, record_id))
+                self._db.execute("DELETE FROM usage_outbox WHERE id = ?", (record_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def rejected(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM usage_rejected").fetchone()[0]
 
     def pending(self) -> int:
         with self._lock:
@@ -123,6 +148,7 @@ class UsageSync:
         self._batch = batch
         self._runner = WakeLoop("tiergate-usage-sync", self.sync_once, interval_s=interval_s, log=log)
         self.synced = 0
+        self.rejected = 0
         self.last_error: str | None = None
 
     async def on_recovery(self) -> None:
@@ -141,6 +167,15 @@ class UsageSync:
                 self._health.mark_down(f"usage sync: {e}")
                 self.last_error = str(e)
                 break
+            if status in INVALID:
+                # The batch holds a record the cloud will never take (an older agent's
+                # field, a corrupt row): sent one by one, the good ones go through and the
+                # refused ones are set aside, so one record never blocks the queue.
+                done = await self._one_by_one(records, data)
+                sent += done
+                if done < 0:
+                    break
+                continue
             if not 200 <= status < 300:
                 self.last_error = f"usage ingest returned {status}"
                 break
@@ -148,6 +183,32 @@ class UsageSync:
             sent += len(records)
             self.synced += len(records)
             self.last_error = None
+        return sent
+
+    async def _one_by_one(self, records: list[dict[str, Any]], batch_error: Any) -> int:
+        """Each record on its own: acknowledged ones removed, invalid ones rejected.
+        Returns how many were acknowledged, or -1 when the cloud stopped answering."""
+        sent = 0
+        for r in records:
+            try:
+                status, data = await self._cloud.ingest_usage([r])
+            except CloudUnreachable as e:
+                self._health.mark_down(f"usage sync: {e}")
+                self.last_error = str(e)
+                return -1
+            if 200 <= status < 300:
+                await asyncio.to_thread(self.outbox.remove, [r["id"]])
+                sent += 1
+                self.synced += 1
+            elif status in INVALID:
+                reason = json.dumps(data)[:2000]
+                log.warning("usage record %s refused by the cloud (%s), set aside: %s", r.get("id"), status, reason)
+                await asyncio.to_thread(self.outbox.reject, r["id"], reason)
+                self.rejected += 1
+            else:
+                self.last_error = f"usage ingest returned {status}"
+                return -1
+        self.last_error = None
         return sent
 
     async def start(self) -> None:

@@ -95,6 +95,8 @@ class IngestRecord(BaseModel):
     attempts: StrictInt | None = Field(None, ge=0, le=100)
     outcome: Annotated[str, StringConstraints(strict=True, max_length=64, pattern=r"^[a-z0-9_:.-]+$")] | None = None
     cache_hit: StrictBool = False
+    #: What a local cache hit saved (the agent sends it on every record, 0 or null otherwise).
+    saved_usd: Annotated[float, Strict()] | None = Field(None, ge=0, le=_MAX_COST)
     #: The edge's own (local) key and tenant: kept as ``edge_key_id`` / ``edge_tenant``;
     #: the record belongs to the cloud key that sends it.
     key_id: Text | None = None
