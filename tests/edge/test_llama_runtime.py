@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tiny_gguf import piece_id
 from tiergate.config.catalog import ModelSpec
 from tiergate.errors import ClientDisconnected, UpstreamBadRequest, UpstreamServerError
 from tiergate.providers.base import Provider, ProviderCall
@@ -177,6 +178,27 @@ async def test_a_cancelled_request_stops_generating_within_a_token(wide, tiny_gg
     assert rt.tokens_generated - at_cancel <= 1
     r = await asyncio.wait_for(provider.complete(call(spec(tiny_gguf), max_tokens=2)), timeout=10)
     assert r["usage"]["completion_tokens"] >= 2
+
+
+async def test_a_cancel_stops_generation_even_while_all_output_is_held_back(wide, tiny_gguf) -> None:
+    """Every sampled token is an "a" and the stop sequence is a long run of "a": llama-cpp-python
+    holds all the text back as a possible stop and emits no chunk at all, so only a check per
+    sampled token (not per chunk) can see the cancel."""
+    provider = wide
+    rt = provider.runtime
+    a = piece_id("a")
+    held = call(spec(tiny_gguf), max_tokens=400, logit_bias={str(a): 100}, stop=["a" * 500])
+    task = asyncio.create_task(provider.complete(held))
+    before = rt.tokens_generated
+    while rt.tokens_generated < before + 5:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = rt.tokens_generated
+    await asyncio.sleep(0.3)
+    assert rt.tokens_generated - at_cancel <= 1, (at_cancel, rt.tokens_generated)
+    assert rt.tokens_generated - before < 100
 
 
 async def test_a_non_streamed_answer_stops_when_its_client_is_gone(wide, tiny_gguf) -> None:

@@ -62,6 +62,12 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
+def piece_id(piece: str) -> int:
+    """The token id of a vocabulary piece as written (``"a"``, not ``"\u2581a"``, which is what
+    tokenizing "a" gives), for tests that force a token with ``logit_bias``."""
+    return _vocab()[0].index(piece)
+
+
 def write_tiny_gguf(path: str | Path, *, seed: int = 0, n_ctx_train: int = N_CTX_TRAIN,
                     chat_template: str | None = CHATML_TEMPLATE) -> Path:
     """Write the model to ``path`` and return it. Same seed, same bytes."""
