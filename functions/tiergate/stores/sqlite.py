@@ -5,11 +5,19 @@ up front, so two processes never both read a counter and then both add to it (th
 read-check-write of a bump is serialized across processes; readers keep reading under
 WAL). ``busy_timeout`` makes a writer wait for the lock instead of failing.
 
-Calls run on a worker thread (one connection per thread) so the event loop never blocks
-on disk. One thread by default: each transaction takes well under a millisecond, and
-threads of one process contending for the write lock only wait in SQLite's busy handler
-(sleeps of up to 100 ms), which measured far worse (bench/admission). Processes still
-contend, through the lock. A bump or a settlement is a single transaction = one round trip.
+The hot-path calls (bump, settle, release, get) run *inline* on the event loop's thread,
+on a connection of its own whose busy timeout is zero: in WAL mode with
+``synchronous=NORMAL`` such a transaction is a few page writes into the OS cache (no
+fsync; checkpoints run on their own thread), ~50 us, far less than handing it to a worker
+thread and back (two thread wake-ups and a loop wake-up per call: measured in the commit
+that made this change). When the write lock is taken -- another process (``--workers``),
+a worker-thread write of this one, a RESTART checkpoint -- ``BEGIN IMMEDIATE`` fails at
+once with SQLITE_BUSY, nothing has been written, and the call goes to the worker thread,
+which waits for the lock there (``busy_timeout``), off the loop. Everything else
+(queries, scans, key writes) runs on the worker thread (one connection per thread). One
+thread by default: threads of one process contending for the write lock only wait in
+SQLite's busy handler (sleeps of up to 100 ms), which measured far worse (bench/admission).
+A bump or a settlement is a single transaction = one round trip.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at >= ?)"
+#: SQLITE_BUSY and SQLITE_LOCKED (the low byte of their extended codes): the lock is someone else's.
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 #: WAL frames (4 KiB pages, so ~64 MB) after which the checkpoint thread restarts the WAL: rare
@@ -94,12 +104,15 @@ class SqliteStore(RecordStore):
 
     # --- plumbing ---------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+    def _conn(self, *, busy_ms: int | None = None) -> sqlite3.Connection:
+        """This thread's connection (``busy_ms=0``: its inline one, which never waits for a lock)."""
+        attr = "conn" if busy_ms is None else "inline_conn"
+        conn = getattr(self._local, attr, None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
+            busy = self._busy_ms if busy_ms is None else busy_ms
+            conn = sqlite3.connect(self.path, timeout=busy / 1000, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute(f"PRAGMA busy_timeout={busy}")
             if not self._memory:
                 conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL: a committed transaction survives a process crash (kill -9);
@@ -110,10 +123,11 @@ class SqliteStore(RecordStore):
                 # The checkpoint thread below does it instead.
                 conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MB
-            with _txn(conn):
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(stmt)
-            self._local.conn = conn
+            if busy_ms is None:  # the inline connection comes later: the schema exists by then
+                with _txn(conn):
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(stmt)
+            setattr(self._local, attr, conn)
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -142,6 +156,25 @@ class SqliteStore(RecordStore):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
 
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A short transaction (or point read) inline on the loop's thread while the write
+        lock is free; on SQLITE_BUSY (nothing written: the lock is taken before the first
+        write) it runs on the worker thread instead, which waits for the lock."""
+        if self._memory:  # one connection, owned by the worker thread
+            return await self._run(fn)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._conn(busy_ms=0)
+            result = fn(conn)
+        except sqlite3.OperationalError as e:
+            if (e.sqlite_errorcode or 0) & 0xFF not in _BUSY_CODES:
+                raise
+            if conn is not None and conn.in_transaction:  # busy past BEGIN: never keep the lock
+                conn.execute("ROLLBACK")
+            return await self._run(fn)
+        self.round_trips += 1
+        return result
+
     async def aclose(self) -> None:
         self._stop.set()
         if self._checkpointer is not None:
@@ -155,7 +188,7 @@ class SqliteStore(RecordStore):
     # --- counters ---------------------------------------------------------------------
 
     async def bump(self, bumps: Sequence[Bump], *, now: int) -> list[int]:
-        return await self._run(lambda c: self._bump(c, bumps))
+        return await self._run_short(lambda c: self._bump(c, bumps))
 
     @staticmethod
     def _bump(c: sqlite3.Connection, bumps: Sequence[Bump]) -> list[int]:
@@ -184,7 +217,9 @@ class SqliteStore(RecordStore):
                      records: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         self._settles += 1
         purge = self._settles % self._purge_every == 0
-        await self._run(lambda c: self._settle(c, settlements, corrections, records, purge))
+        # The purge (every purge_every-th settlement) may delete many rows: not on the loop.
+        run = self._run if purge else self._run_short
+        await run(lambda c: self._settle(c, settlements, corrections, records, purge))
 
     def _settle(self, c: sqlite3.Connection, settlements: Sequence[Settlement],
                 corrections: Sequence[Correction], records: Sequence[tuple[str, dict[str, Any]]],
@@ -228,7 +263,7 @@ class SqliteStore(RecordStore):
                                   (k.table, k.pk, k.sk, b.hold_id))
                     c.execute("UPDATE counters SET used = used - ?, reserved = reserved - ? "
                               "WHERE tbl=? AND pk=? AND sk=?", (b.amount, held, k.table, k.pk, k.sk))
-        await self._run(go)
+        await self._run_short(go)
 
     async def read_counters(self, keys: Sequence[CounterKey]) -> dict[CounterKey, CounterState]:
         def go(c: sqlite3.Connection) -> dict[CounterKey, CounterState]:
@@ -284,7 +319,7 @@ class SqliteStore(RecordStore):
         await self._run(go)
 
     async def get(self, table: str, pk: str, sk: str) -> dict[str, Any] | None:
-        return await self._run(lambda c: _get(c, table, pk, sk, int(time.time())))
+        return await self._run_short(lambda c: _get(c, table, pk, sk, int(time.time())))
 
     async def delete(self, table: str, pk: str, sk: str, cond: Cond | None = None) -> None:
         cond = cond or Cond()
