@@ -28,18 +28,32 @@ from infra.constructs.cascade import cascade_definition  # noqa: E402
 from infra.stacks.data import DataStack  # noqa: E402
 from infra.stacks.gateway import GatewayStack  # noqa: E402
 
-CODE_DIR = ROOT / "functions"
+
+def _layer_build():
+    spec = importlib.util.spec_from_file_location("tiergate_layer_build", ROOT / "layers" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def built_layer_dir(stage: StageConfig) -> Path:
     """``stage.layer_dir`` or the layers/build.py output (built now if missing)."""
     if stage.layer_dir:
         return Path(stage.layer_dir)
-    spec = importlib.util.spec_from_file_location("tiergate_layer_build", ROOT / "layers" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.layer_dir(stage.architecture)
+    return _layer_build().layer_dir(stage.architecture)
+
+
+def built_code_dir() -> Path:
+    """The functions' code asset: functions/ with cpython-312 bytecode (layers/build.py),
+    so a cold start does not compile the gateway's own modules. Without a Python 3.12 the
+    sources alone (a synth still works; a deploy's cold starts then compile them)."""
+    build = _layer_build()
+    code_dir = build.function_asset_dir(require_bytecode=False)
+    if code_dir == build.FUNCTIONS:
+        print("warning: no Python 3.12 found (TIERGATE_PYTHON312): the function asset ships without bytecode",
+              file=sys.stderr)
+    return code_dir
 
 
 def create_app(
@@ -54,7 +68,7 @@ def create_app(
     stage = load_stage({k: app.node.try_get_context(k) for k in _context_keys(app)})
     data = DataStack(app, f"Tiergate-{stage.name}-Data", stage=stage)
     gateway = GatewayStack(
-        app, f"Tiergate-{stage.name}-Gateway", stage=stage, code_dir=CODE_DIR,
+        app, f"Tiergate-{stage.name}-Gateway", stage=stage, code_dir=built_code_dir(),
         layer_dir=built_layer_dir(stage), cascade_definition=definition or cascade_definition(),
     )
     gateway.add_stack_dependency(data)  # tables by name, not by export: deploy order only

@@ -19,9 +19,10 @@ from constructs import Construct
 from infra.constructs.layers import lambda_architecture
 
 ALIAS_NAME = "live"
-#: The code asset is the functions/ directory minus what the runtime never needs. Local
-#: __pycache__ holds the build machine's bytecode (cpython-311), useless on python3.12.
-CODE_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/*.egg-info"]
+#: The code asset (``layers/build.py:function_asset_dir``: sources + cpython-312 bytecode)
+#: minus what the runtime never needs: bytecode of any other interpreter (a dev machine's
+#: cpython-311 ``__pycache__`` when the plain functions/ directory is given) and tool caches.
+CODE_EXCLUDES = ["**/*.pyc", "!**/*.cpython-312.pyc", "**/.pytest_cache", "**/*.egg-info"]
 
 
 class GatewayFunction(Construct):

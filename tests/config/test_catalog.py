@@ -191,3 +191,29 @@ def test_an_unpriced_model_is_unknown_not_free_and_refused_under_a_budget():
     priced = parse("models: [{name: x, model: acme/m, tier: 1, input_cost_per_mtok: 1, output_cost_per_mtok: 2}]\n"
                    "budgets: {global: {daily_usd: 5}}", source="t")
     assert priced.models[0].price_known
+
+
+def test_cost_map_is_parsed_only_for_a_model_it_may_know(monkeypatch):
+    """A model neither the snapshot nor litellm's map knows (a self-hosted endpoint) costs a
+    substring search, not the 3 MB parse, on the cold-start path; a model only litellm's map
+    knows still resolves from it."""
+    import json
+    from types import SimpleNamespace
+
+    from tiergate.config import pricing
+
+    sizes: list[int] = []
+    monkeypatch.setattr(pricing, "json", SimpleNamespace(loads=lambda text: sizes.append(len(text)) or json.loads(text)))
+    pricing._cost_map.cache_clear()
+    try:
+        assert pricing.lookup("openai/self-hosted-model-nobody-prices") is None
+        assert not [n for n in sizes if n > 1_000_000]  # the 3 MB map was not parsed
+        snapshot = json.loads(pricing.SNAPSHOT.read_text())["models"]
+        full = json.loads(pricing.litellm_cost_map_path().read_text())
+        only_in_map = next(k for k, v in full.items()
+                           if k not in snapshot and isinstance(v, dict) and "input_cost_per_token" in v)
+        known = pricing.lookup(only_in_map)
+        assert known is not None and known.input_cost_per_mtok is not None
+        assert [n for n in sizes if n > 1_000_000]  # parsed once it may hold the key
+    finally:
+        pricing._cost_map.cache_clear()

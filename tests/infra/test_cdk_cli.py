@@ -46,6 +46,10 @@ def test_offline_synth_with_the_real_layer(tmp_path, built_layer):
     assert (outdir / "Tiergate-dev-Gateway.template.json").exists()
     staged = [p for p in outdir.glob("asset.*") if (p / "python" / "litellm").is_dir()]
     assert len(staged) == 1  # the real layer is the asset
+    code = [p for p in outdir.glob("asset.*") if (p / "tiergate" / "handlers" / "api.py").exists()]
+    assert len(code) == 1  # one code asset for the three functions, with its cpython-312 bytecode only
+    assert (code[0] / "tiergate" / "handlers" / "__pycache__" / "api.cpython-312.pyc").exists()
+    assert not [p for p in code[0].rglob("*.pyc") if not p.name.endswith(".cpython-312.pyc")]
 
 
 def test_bootstrap_and_deploy_against_moto(tmp_path, moto_cfn, stub_layer):

@@ -3,6 +3,7 @@ and the unzipped size budget for function + layer."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,31 +11,53 @@ from pathlib import Path
 
 from tests.infra.conftest import ROOT, load_layer_build
 
-BUDGET_BYTES = 200 * 1000 * 1000  # far below Lambda's 250 MB (function + layers, unzipped)
+#: Function asset + dependencies layer, unzipped. Lambda's hard limit is 250 MB for the
+#: function and all its layers; ours stays at 150 MB so that the issues still to come (the
+#: learned router, more providers) fit with room to spare. layers/README.md keeps the
+#: measured breakdown and what each cut saved.
+BUDGET_BYTES = 150 * 1000 * 1000
 
 
 def _function_asset_bytes() -> int:
-    total = 0
-    for p in (ROOT / "functions").rglob("*"):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-            total += p.stat().st_size
-    return total
+    """The built function asset (sources + cpython-312 bytecode), as CDK stages it."""
+    asset = load_layer_build().function_asset_dir()
+    return sum(p.stat().st_size for p in asset.rglob("*") if p.is_file())
+
+
+def size_report(manifest: dict, function: int, *, top: int = 25) -> str:
+    """The per-package breakdown (``du`` of each top-level entry of the layer) and the total."""
+    layer = manifest["unzipped_bytes"]
+    packages = manifest["packages"]
+    lines = [f"layer {layer / 1e6:.1f} MB + function {function / 1e6:.2f} MB = {(layer + function) / 1e6:.1f} MB "
+             f"unzipped (budget {BUDGET_BYTES / 1e6:.0f} MB, headroom {(BUDGET_BYTES - layer - function) / 1e6:.1f} MB)",
+             f"  sources (.py) {manifest['source_bytes'] / 1e6:.1f} MB, cpython-312 bytecode "
+             f"{manifest['bytecode_bytes'] / 1e6:.1f} MB"]
+    for name, size in list(packages.items())[:top]:
+        lines.append(f"  {size / 1e6:7.2f} MB  {size / layer:6.1%}  {name}")
+    rest = sum(list(packages.values())[top:])
+    lines.append(f"  {rest / 1e6:7.2f} MB  {rest / layer:6.1%}  ({len(packages) - top} more entries)")
+    return "\n".join(lines)
 
 
 def test_layer_plus_function_fit_the_size_budget(built_layer):
-    layer = built_layer.manifest["unzipped_bytes"]
+    manifest = built_layer.manifest
+    layer = manifest["unzipped_bytes"]
     function = _function_asset_bytes()
-    print(f"\nlayer {layer / 1e6:.1f} MB + function {function / 1e6:.2f} MB = {(layer + function) / 1e6:.1f} MB "
-          f"unzipped (budget {BUDGET_BYTES / 1e6:.0f} MB)")
+    print("\n" + size_report(manifest, function))
     on_disk = sum(p.stat().st_size for p in built_layer.site.rglob("*") if p.is_file())
     assert on_disk <= layer  # the manifest's figure covers the whole layer tree
+    assert sum(manifest["packages"].values()) == on_disk  # the breakdown accounts for every byte
     assert layer + function < BUDGET_BYTES
 
 
 def test_layer_never_ships_forbidden_packages(built_layer):
     site = built_layer.site
-    for name in ("llama_cpp", "torch", "pytest", "_pytest", "boto3", "botocore", "moto", "hf_xet"):
+    for name in ("llama_cpp", "torch", "pytest", "_pytest", "boto3", "botocore", "moto", "hf_xet",
+                 "tokenizers", "huggingface_hub", "fsspec"):
         assert not (site / name).exists(), name
+        assert not list(site.glob(f"{name}-*.dist-info")), name
+    assert not (site / "litellm" / "rust_bridge" / "_native.abi3.so").exists()
+    assert (site / "litellm" / "rust_bridge" / "loader.py").exists()  # the Python side that tolerates its absence
     assert not list(site.glob("pytest*")) and not list(site.glob("torch*")) and not list(site.glob("llama_cpp*"))
     proxy = site / "litellm" / "proxy"
     assert not (proxy / "proxy_server.py").exists()
@@ -60,22 +83,67 @@ def test_bytecode_is_cpython312_unchecked_hash(built_layer):
     assert so and "aarch64" in so[0].name
 
 
-def test_trimmed_litellm_still_imports(tmp_path):
-    """The proxy allowlist is enough for `import litellm` + a (mock) completion: checked on the
-    host's litellm (same pin), trimmed exactly as the layer is."""
+def test_function_asset_ships_cpython312_bytecode():
+    """Every module of the code asset has checked-hash cpython-312 bytecode (an edited source
+    is recompiled, never shadowed) whose file name is the runtime's (/var/task), and nothing
+    of the build machine's own bytecode."""
+    build = load_layer_build()
+    asset = build.function_asset_dir()
+    sources = sorted(p.relative_to(asset) for p in asset.rglob("*.py"))
+    assert sources == sorted(p.relative_to(build.FUNCTIONS) for p in build._function_sources() if p.suffix == ".py")
+    assert (asset / "run.sh").exists() and os.access(asset / "run.sh", os.X_OK)
+    assert (asset / "tiergate" / "config" / "default_catalog.yaml").exists()
+    pycs = list(asset.rglob("*.pyc"))
+    assert pycs and all(p.name.endswith(".cpython-312.pyc") for p in pycs)
+    assert len(pycs) == len(sources)
+    api_pyc = asset / "tiergate" / "handlers" / "__pycache__" / "api.cpython-312.pyc"
+    data = api_pyc.read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked against the source
+    assert b"/var/task/tiergate/handlers/api.py" in data
+    assert build.function_asset_dir() == asset  # cached by content hash
+
+
+#: Imported first in the subprocess below: the packages the layer build removes become
+#: unimportable, as they are in Lambda (the host has them installed).
+_BLOCKER = """
+import sys
+BLOCKED = frozenset({blocked!r})
+class _RemovedFromLayer:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (removed from the layer)", name=name)
+        return None
+sys.meta_path.insert(0, _RemovedFromLayer())
+"""
+
+
+def test_provider_suite_passes_on_the_trimmed_litellm(tmp_path):
+    """The layer's cuts leave LiteLLM working for us: the provider conformance suite's
+    LiteLLM cases (OpenAI and Anthropic wire formats, streaming, tools, errors, retries) run
+    on the host's litellm (same pin) trimmed by the layer's own ``trim_litellm``, with every
+    package the build removes made unimportable."""
     import litellm  # noqa: TID251 - the test exercises the trim, not gateway code
 
     build = load_layer_build()
-    src = Path(litellm.__file__).parent
-    dst = tmp_path / "litellm"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-    build.trim_litellm_proxy(dst / "proxy")
-    assert not (dst / "proxy" / "proxy_server.py").exists()
-    code = ("import litellm, sys; "
-            "r = litellm.completion(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}], "
-            "mock_response='pong'); print(r.choices[0].message.content, litellm.__file__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(tmp_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                              "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.startswith("pong") and str(tmp_path) in out.stdout
+    site = tmp_path / "site"
+    # copy2 keeps mtimes, so the host's own bytecode stays valid and nothing recompiles.
+    shutil.copytree(Path(litellm.__file__).parent, site / "litellm")
+    build.trim_litellm(site / "litellm")
+    assert not (site / "litellm" / "proxy" / "proxy_server.py").exists()
+    assert not (site / "litellm" / "rust_bridge" / "_native.abi3.so").exists()
+    runtime_provided = {"boto3", "botocore", "s3transfer", "bin"}  # in Lambda's runtime: the tests may use them
+    blocked = sorted(set(build.REMOVE_TOP_LEVEL) - runtime_provided)
+    (site / "_removed_from_layer.py").write_text(_BLOCKER.format(blocked=blocked))
+    code = ("import sys, pytest, _removed_from_layer\n"
+            "rc = pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/providers/test_conformance.py', '-k', 'litellm'])\n"
+            "import litellm, litellm.rust_bridge as rb\n"
+            "print('LITELLM_FROM', litellm.__file__, 'NATIVE', rb.native_bridge_available())\n"
+            "raise SystemExit(rc)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("LITELLM_RUST", None)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    tail = out.stdout[-3000:] + out.stderr[-2000:]
+    assert out.returncode == 0, tail
+    assert f"LITELLM_FROM {site}" in out.stdout and "NATIVE False" in out.stdout, tail
+    assert " passed" in out.stdout and " failed" not in out.stdout and " skipped" not in out.stdout, tail

@@ -4,12 +4,15 @@ when the edge extra is installed, and from cloud models whose keys are set."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from tiergate import __version__
@@ -49,8 +52,15 @@ def port_in_use(host: str, port: int) -> OSError | None:
 def serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "config": args.config,
                                    "data_dir": args.data_dir}.items() if v is not None}
+    if args.workers < 1:
+        print("tiergate: --workers must be at least 1", file=sys.stderr)
+        return 2
     try:
         settings = Settings(**overrides)
+        if args.workers > 1 and settings.store == "memory":
+            print("tiergate: --workers > 1 needs a store the processes share (TIERGATE_STORE=sqlite or dynamodb), "
+                  "not 'memory'", file=sys.stderr)
+            return 2
         app = build_app(settings, plugins=local_plugins(settings))
     except CatalogError as e:
         print(f"tiergate: {e}", file=sys.stderr)
@@ -89,6 +99,8 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    if args.workers > 1:
+        return serve_workers(app, settings, args)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             access_log=args.access_log, loop="auto", http="auto")
     if args.access_log:
@@ -98,6 +110,46 @@ def serve(args: argparse.Namespace) -> int:
     freeze_heap()
     uvicorn.Server(config).run()
     return 0
+
+
+# --- --workers N ----------------------------------------------------------------------
+# tiergate.cli.workers starts N processes on the port (SO_REUSEPORT on Linux). Each worker
+# builds its own app from the environment (worker_app), so it has its own event loop,
+# provider pools and store connection. What must agree across workers lives in the store:
+# budgets, rate limits, holds, usage records and idempotency keys are SQLite rows changed in
+# BEGIN IMMEDIATE transactions on one WAL file (or DynamoDB conditional writes), exact across
+# processes as across tasks (tests/limits/test_workers.py). Per-process by design: circuit
+# breakers, the virtual-key cache (key_cache_ttl_s), provider connection pools.
+
+
+def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) -> int:
+    """Serve with ``args.workers`` processes. The parent's app (built to validate, prepare
+    and print the banner) never serves: its store is closed before the workers start."""
+    from tiergate.cli import workers
+
+    asyncio.run(_close(app))
+    # The workers read their settings from the environment: pass the command line's choices.
+    os.environ["TIERGATE_HOST"], os.environ["TIERGATE_PORT"] = settings.host, str(settings.port)
+    os.environ["TIERGATE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    if settings.config is not None:
+        os.environ["TIERGATE_CONFIG"] = str(Path(settings.config).resolve())
+    print(f"  {args.workers} worker processes", flush=True)
+    return workers.run(args.workers, factory="tiergate.cli.serve:worker_app", host=settings.host,
+                       port=settings.port, log_level=args.log_level, access_log=args.access_log)
+
+
+def worker_app() -> FastAPI:
+    """One worker's app (uvicorn calls this in each worker process): settings from the
+    environment the parent set, the same plugins as a single-process server."""
+    settings = Settings()
+    app = build_app(settings, plugins=local_plugins(settings))
+    freeze_heap()
+    return app
+
+
+async def _close(app: FastAPI) -> None:
+    await app.state.services.registry.aclose()
+    await app.state.services.admission.aclose()
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -114,4 +166,6 @@ def add_serve_parser(sub: Any) -> None:
                    help="server log level (default warning; the access log is on regardless)")
     s.add_argument("--no-access-log", dest="access_log", action="store_false",
                    help="no line per request (for benchmarks)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the port and the store (default 1; needs sqlite or dynamodb)")
     s.set_defaults(func=serve)

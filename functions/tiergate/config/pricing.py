@@ -81,15 +81,35 @@ def litellm_cost_map_path() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
 
 
+class _CostMap:
+    """The installed litellm's map, parsed only when a key may be in it: a catalog model the
+    snapshot lacks is most often one the map lacks too (a self-hosted endpoint), and
+    parsing its 3 MB cost ~20 ms of a Lambda cold start just to learn that."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._parsed: dict[str, Any] | None = None
+
+    def get(self, key: str) -> Any:
+        # A JSON key whose characters need no escaping appears verbatim, quoted, in the file.
+        plain = key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
+        if plain and f'"{key}"' not in self._text:
+            return None
+        if self._parsed is None:
+            try:
+                self._parsed = json.loads(self._text) if self._text else {}
+            except ValueError:
+                self._parsed = {}
+        return self._parsed.get(key)
+
+
 @lru_cache(maxsize=1)
-def _cost_map() -> dict[str, dict]:
+def _cost_map() -> _CostMap:
     path = litellm_cost_map_path()
-    if path is None:
-        return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        return _CostMap(path.read_text() if path is not None else "")
+    except OSError:
+        return _CostMap("")
 
 
 def _candidates(model_id: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 from mangum import Mangum
 
 from tiergate.compose import build_cloud_app
+from tiergate.handlers import ready
 from tiergate.telemetry import flush_telemetry
 
 app = build_cloud_app()
@@ -29,3 +30,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # OpenTelemetry (when configured) exports before the invocation ends: a frozen
         # instance would hold its spans until the next invocation, or lose them.
         flush_telemetry(app.state.services.telemetry)
+
+
+ready()  # init done: see tiergate.handlers

@@ -4,5 +4,7 @@ buffer a stream). It is built exactly as the Mangum handler builds it: secrets f
 ``TIERGATE_PROVIDER_KEYS_SECRET`` when set, the environment otherwise."""
 
 from tiergate.compose import build_cloud_app
+from tiergate.handlers import ready
 
 app = build_cloud_app()
+ready()  # init done: see tiergate.handlers

@@ -18,6 +18,7 @@ from tiergate.cascade import steps
 from tiergate.cascade.service import port_for_state
 from tiergate.compose import build_cascade_services
 from tiergate.errors import InvalidRequest, ServiceUnavailable
+from tiergate.handlers import ready
 from tiergate.services import Services
 
 STEPS = ("answer", "score", "recover", "finish")
@@ -66,3 +67,6 @@ def default_tasks() -> CascadeTasks:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return default_tasks()(event, context)
+
+
+ready()  # imports done (the services are built on the first invocation): see tiergate.handlers
