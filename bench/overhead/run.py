@@ -22,6 +22,12 @@ out. Any other flag goes to the harness. The interpreter running this needs lite
 (see ../shared/bench/README.md); tiergate runs under the project's own Python
 (``TIERGATE_PYTHON``, default ``python3``).
 
+An optimisation's effect, side by side in one run: tiergate from another tree (an export of
+the commit before it, say: ``git archive HEAD~1 functions edge | tar -x -C /tmp/base``) as the
+reference beside this tree's tiergate as the candidate (no LiteLLM, no Portkey):
+
+    python3 bench/overhead/run.py --ab /tmp/base --quick --rounds 4   # "tg-base" vs "tg-new"
+
 The cost of telemetry, side by side in one run (no LiteLLM needed: the reference is
 tiergate itself with every telemetry sink off, ``TIERGATE_PROMETHEUS_METRICS=false``):
 
@@ -129,6 +135,12 @@ def main() -> int:
             print("--telemetry takes prometheus or otel", file=sys.stderr)
             return 2
         return telemetry_run(mode, args[:i] + args[i + 2:])
+    if "--ab" in args:
+        i = args.index("--ab")
+        if i + 1 >= len(args) or not (Path(args[i + 1]) / "functions" / "tiergate").is_dir():
+            print("--ab takes a tree with functions/tiergate (an export of another commit)", file=sys.stderr)
+            return 2
+        return ab_run(Path(args[i + 1]).resolve(), args[:i] + args[i + 2:])
     try:
         gw = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {})
     except RuntimeError as e:
@@ -158,6 +170,29 @@ def portkey_flags(flags: list[str]) -> list[str]:
     print(f"Portkey not found in {PORTKEY_DIR} (../shared/bench/README.md, Setup): no 'vs portkey' row",
           file=sys.stderr)
     return flags
+
+
+def ab_run(base: Path, flags: list[str]) -> int:
+    """tiergate from the tree ``base`` (the reference) beside this tree's (the candidate)."""
+    procs: list[subprocess.Popen] = []
+    here = os.pathsep.join(str(ROOT / d) for d in ("functions", "edge"))
+    there = os.pathsep.join(str(base / d) for d in ("functions", "edge"))
+    try:
+        ref = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {"PYTHONPATH": there})
+        procs.append(ref)
+        cand = start_tiergate(PORT + 1, tempfile.mkdtemp(prefix="tiergate-bench-"), {"PYTHONPATH": here})
+        procs.append(cand)
+        cmd = [sys.executable, str(HARNESS), "--gateway-url", f"http://127.0.0.1:{PORT}/v1",
+               "--gateway-pid", str(ref.pid), "--gateway-name", "tg-base", "--api-key", KEY, "--skip-inproc",
+               "--candidate-url", f"http://127.0.0.1:{PORT + 1}/v1", "--candidate-pid", str(cand.pid),
+               "--candidate-name", "tg-new", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    finally:
+        for gw in procs:
+            stop(gw)
 
 
 def telemetry_run(mode: str, flags: list[str]) -> int:
