@@ -1,7 +1,10 @@
 """Telemetry's cost per settled request, in one process: the time of one
 ``telemetry.emit(record)`` (what the gateway calls once per request, on the request's
 path) for no sink, the Prometheus sink, OpenTelemetry (GenAI span + histograms, exporting
-over OTLP/HTTP to a loopback receiver that drops everything), and both behind the fan-out.
+over OTLP/HTTP to a loopback receiver that drops everything), and both behind the fan-out;
+and the Prometheus sink in multiprocess mode (``tiergate serve --workers N``: counters in
+memory-mapped files), timed in a child process, since prometheus_client picks its value
+storage when it is imported.
 
     python3 bench/telemetry/run.py [-n 20000] [--rounds 5]
 
@@ -15,8 +18,12 @@ shows it as whole-gateway CPU per request.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,11 +71,32 @@ def time_emits(sink, recs: list[dict]) -> list[float]:
     return out
 
 
+def multiprocess_child(n: int, rounds: int) -> int:
+    """Run with PROMETHEUS_MULTIPROC_DIR set: print the Prometheus sink's emit times (JSON)."""
+    prom = PrometheusMetrics(models=MODELS, deployments=MODELS)
+    assert prom.multiprocess_dir is not None, "not in multiprocess mode"
+    recs = records(n)
+    time_emits(prom, recs[:2000])
+    print(json.dumps([t for _ in range(rounds) for t in time_emits(prom, recs)]))
+    return 0
+
+
+def multiprocess_times(n: int, rounds: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run([sys.executable, __file__, "--multiprocess-child", "-n", str(n), "--rounds", str(rounds)],
+                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": d}, capture_output=True, text=True,
+                             check=True)
+    return json.loads(out.stdout)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--multiprocess-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.multiprocess_child:
+        return multiprocess_child(a.n, a.rounds)
     server = ThreadingHTTPServer(("127.0.0.1", 0), Drop)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
@@ -101,14 +129,16 @@ def main() -> int:
         done += len(recs[i:i + 500])
     bg_us = (time.process_time() - cpu) * 1e6 / done
     bg.close()
+    got["prometheus (multiproc)"] = multiprocess_times(a.n, a.rounds)
     base = statistics.median(got["none"])
     print(f"emit per settled request, {a.rounds} rounds x {a.n} records (microseconds)")
-    print(f"{'sink':<18}{'median':>10}{'p99':>10}{'median - none':>16}")
+    prom_med = statistics.median(got["prometheus"])
+    print(f"{'sink':<24}{'median':>10}{'p99':>10}{'median - none':>16}{'/ prometheus':>14}")
     for name, vals in got.items():
         vals.sort()
         p99 = vals[int(0.99 * (len(vals) - 1))]
         med = statistics.median(vals)
-        print(f"{name:<18}{med:>10.2f}{p99:>10.2f}{med - base:>16.2f}")
+        print(f"{name:<24}{med:>10.2f}{p99:>10.2f}{med - base:>16.2f}{med / prom_med:>13.2f}x")
     print(f"otel background (span + points + OTLP/HTTP export, 500-record batches): {bg_us:.1f} us CPU per "
           f"record, {bg.dropped} dropped")
     server.shutdown()  # the burst sinks are not closed: draining 100k queued spans would only drop them

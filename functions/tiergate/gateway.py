@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
 from tiergate.execution.executor import AttemptRecord, CallContext, StreamHandle
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.idempotency import Hit, request_hash
-from tiergate.request import GatewayRequest
+from tiergate.request import GatewayRequest, ModelRef, TraceParent
 from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
@@ -164,6 +164,8 @@ class _Admitted:
     notes: list[str] = field(default_factory=list)
     #: The GenAI ``gen_ai.operation.name`` of the door (telemetry).
     operation: str = "chat"
+    #: The caller's trace context: the request's span is its child (telemetry).
+    trace: TraceParent | None = None
 
     def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
         return ResponseMeta(self.ctx.request_id, spec, len(attempts), "; ".join([self.plan.reason, *self.notes]),
@@ -191,13 +193,43 @@ class Gateway:
                 return Deferred(await self.s.deferrer.defer(req, principal))
             raise
 
-    async def count_tokens(self, req: GatewayRequest, principal: Principal) -> dict[str, Any] | None:
-        """A native deployment's own token count of ``req.native`` (free: not admitted, not
-        billed) when the plan's first deployment speaks that dialect; else None."""
+    async def count_tokens(self, req: GatewayRequest, principal: Principal,
+                           estimate: Callable[[], dict[str, Any]]) -> Completed:
+        """The input tokens of ``req`` (``/v1/messages/count_tokens``): counted by the plan's
+        first deployment when it speaks ``req.native``'s dialect (Anthropic's own count: an
+        upstream call Anthropic does not bill), else ``estimate()`` (no upstream call).
+
+        Admitted as a free call -- the key's requests-per-minute slot, no budget reservation
+        (:attr:`AdmissionRequest.free`) -- and settled like any request: one usage record
+        (operation ``count_tokens``, 0 tokens, $0) and its telemetry; the headers say who counted."""
         plan = self.plan(req, principal)
-        if req.native is None or not plan.candidates:
-            return None
-        return await self.s.executor.count_tokens(plan.candidates[0], req.native)
+        if plan.mode == "cascade" and not plan.candidates:  # counted where the cascade starts: its first step
+            assert plan.cascade_policy is not None
+            first = self.s.catalog.cascades[plan.cascade_policy].targets()[0]
+            ref = ModelRef.parse(first, aliases=self.s.catalog.aliases, default=first)
+            plan = self.plan(dataclasses.replace(req, ref=ref), principal)
+        if not plan.candidates:
+            raise NoRouteAvailable(f"No deployment to count tokens for '{plan.requested}'")
+        spec, started, request_id = plan.candidates[0], time.perf_counter(), new_request_id()
+        ticket = await self.s.admission.admit(principal, AdmissionRequest(
+            request_id=request_id, deployment=spec, prompt_tokens=req.needs.prompt_tokens, max_output_tokens=0,
+            estimate_usd=0.0, free=True))
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
+                      operation="count_tokens", trace=req.trace)
+        try:
+            counted = await self.s.executor.count_tokens(spec, req.native) if req.native is not None else None
+        except BaseException as e:
+            await self._release(a, e)
+            raise
+        attempts = 0 if counted is None else 1
+        await asyncio.shield(self._settle(a, Outcome(
+            deployment=spec, prompt_tokens=0, completion_tokens=0, cost_usd=0.0,
+            latency_ms=(time.perf_counter() - started) * 1000, attempts=attempts, outcome="ok",
+            operation="count_tokens")))
+        how = (f"counted by {spec.name} (its own count_tokens: not billed)" if counted is not None
+               else f"estimated by the gateway for {spec.name} (no upstream call)")
+        meta = ResponseMeta(request_id, spec, attempts, f"{plan.reason}; {how}", 0.0, dict(ticket.headers))
+        return Completed(counted if counted is not None else estimate(), meta)
 
     # --- planning and admission -------------------------------------------------------
 
@@ -279,7 +311,7 @@ class Gateway:
                 notes.append("budget soft limit: no cheaper tier available")
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
         return _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=deadline), started, notes,
-                         GENAI_OPERATIONS.get(req.door, "chat"))
+                         GENAI_OPERATIONS.get(req.door, "chat"), req.trace)
 
     async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None) -> None:
         """Settle once (durable when it returns) and publish the request's telemetry. With
@@ -305,7 +337,7 @@ class Gateway:
             "cost_usd": outcome.cost_usd, "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
             "attempts": outcome.attempts, "fallback": outcome.fallback, "outcome": outcome.outcome,
             "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd, "task_type": outcome.capability,
-            "budget_utilization_percent": a.ticket.budget_utilization_percent,
+            "budget_utilization_percent": a.ticket.budget_utilization_percent, **_trace_fields(a.trace),
         })
 
     async def _release(self, a: _Admitted, err: BaseException) -> None:
@@ -342,7 +374,7 @@ class Gateway:
         plan, sess = await self.planned(req, principal)
         look = await self._cache_lookup(req, principal, plan)
         if look.hit:
-            return await self._cache_hit(look, plan, principal)
+            return await self._cache_hit(look, plan, principal, req.trace)
         if plan.mode == "cascade":
             return await self._keep(look, await self._cascade(req, principal, plan))
         a = await self._admit(req, principal, plan)
@@ -377,7 +409,7 @@ class Gateway:
         plan, sess = await self.planned(req, principal)
         look = await self._cache_lookup(req, principal, plan)
         if look.hit:
-            return _as_stream(await self._cache_hit(look, plan, principal), req.include_usage)
+            return _as_stream(await self._cache_hit(look, plan, principal, req.trace), req.include_usage)
         if plan.mode == "cascade":
             return _as_stream(await self._keep(look, await self._cascade(req, principal, plan)), req.include_usage)
         a = await self._admit(req, principal, plan)
@@ -515,7 +547,8 @@ class Gateway:
         cache = self.s.cache
         return NO_CACHE if cache is None else await cache.lookup(req, principal, plan)
 
-    async def _cache_hit(self, look: Lookup, plan: RoutePlan, principal: Principal) -> Completed:
+    async def _cache_hit(self, look: Lookup, plan: RoutePlan, principal: Principal,
+                         trace: TraceParent | None = None) -> Completed:
         """A hit costs nothing and takes no reservation (nor a rate-limit slot: it uses no
         upstream capacity); it is still a request of this key, recorded as one."""
         assert look.entry is not None and look.deployment is not None
@@ -524,7 +557,8 @@ class Gateway:
         usage = response.get("usage") or {}
         ticket = Ticket(request_id=request_id, principal=principal, deployment=spec, reserved_usd=0.0,
                         reserved_tokens=0)
-        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started)
+        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
+                      trace=trace)
         await asyncio.shield(self._settle(a, Outcome(
             deployment=spec, prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=0.0,
@@ -589,8 +623,12 @@ class Gateway:
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
                                "attempts": r.attempts,
                                "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
-                               "outcome": "ok", "task_type": _capability(plan)})
+                               "outcome": "ok", "task_type": _capability(plan), **_trace_fields(req.trace)})
         return Completed(r.response, meta)
+
+
+def _trace_fields(trace: TraceParent | None) -> dict[str, str]:
+    return {} if trace is None else {"traceparent": trace.traceparent, "tracestate": trace.tracestate}
 
 
 def _capability(plan: RoutePlan) -> str | None:

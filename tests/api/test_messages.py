@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import anthropic
+import httpx
 import pytest
 
 TOOLS = [{"name": "get_weather", "description": "weather for a city",
@@ -126,6 +127,8 @@ def test_count_tokens(ac, sim):
                                         tools=TOOLS)
     assert estimate.input_tokens > native.input_tokens  # the tools count too
     assert len(sim.requests(path="/v1/messages/count_tokens")) == 1  # an estimate calls no upstream
+    # A cascade is counted where it starts (the policy's first step: tier 0 here, an estimate).
+    assert ac.messages.count_tokens(model="cascade", messages=[{"role": "user", "content": "hi"}]).input_tokens > 0
 
 
 def test_model_accepts_auto_tiers_aliases(ac):
@@ -183,3 +186,74 @@ def test_x_api_key_authenticates(gateway_factory, monkeypatch):
         anthropic.Anthropic(base_url=url, api_key="wrong", max_retries=0).messages.create(
             model="fast", max_tokens=8, messages=[{"role": "user", "content": "a"}])
     assert ei.value.body["error"]["type"] == "authentication_error"
+
+
+TOP_K = """
+  - {name: openai-own, model: openai/gpt-own, tier: 3, api_key_env: SIM_KEY_A,
+     input_cost_per_mtok: 2, output_cost_per_mtok: 8}
+  - {name: strict, model: openai/strict-1, adapter: openai-compatible, tier: 1, api_base: "{sim}",
+     drop_params: [top_k], input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+"""
+
+
+def test_top_k_is_sent_only_where_the_endpoint_takes_it(gateway_factory, monkeypatch, sim):
+    """Anthropic's top_k in a translated body: OpenAI's own API refuses it (400 "Unrecognized
+    request argument"), so it is dropped there; other OpenAI-compatible servers take it."""
+    from tests.api.conftest import CATALOG
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    # 'openai-own' is OpenAI's own API to the gateway (no api_base); only litellm is sent to the simulator.
+    monkeypatch.setenv("OPENAI_API_BASE", sim.openai_base)
+    url, _ = gateway_factory(CATALOG.replace("aliases:", TOP_K.strip("\n") + "\naliases:", 1))
+    ac = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+    for model in ("openai-own", "strict", "fast"):
+        m = ac.messages.create(model=model, max_tokens=16, extra_body={"top_k": 5, "temperature": 0.5},
+                               messages=[{"role": "user", "content": "sample narrowly"}])
+        assert m.content[0].text.startswith("echo: sample narrowly")
+    sent = {r["model"]: r["body"] for r in sim.requests(path="/v1/chat/completions")}
+    assert "top_k" not in sent["gpt-own"] and sent["gpt-own"]["temperature"] == 0.5
+    assert "top_k" not in sent["strict-1"]  # declared: drop_params: [top_k]
+    assert sent["fast-a"]["top_k"] == 5  # an OpenAI-compatible server that is not OpenAI's keeps it
+
+
+def test_count_tokens_is_rate_limited_and_recorded_but_never_billed(gateway_factory, monkeypatch, sim):
+    """count_tokens takes a slot of the key's RPM and leaves a usage record, like any call; it
+    reserves no budget (a key whose budget fits no generation still counts), costs $0, and
+    says who counted: Anthropic's own endpoint (a free upstream call) or the gateway's estimate."""
+    from tests.api.conftest import CATALOG
+    from tests.limits.test_e2e_http import fresh_window
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    url, _ = gateway_factory(CATALOG, master_key="sk-master-ct")
+    admin = httpx.Client(base_url=url, headers={"authorization": "Bearer sk-master-ct"}, timeout=10)
+    made = admin.post("/v1/keys", json={"tenant": "ct", "rpm": 4, "daily_budget_usd": 0.000001}).json()
+    ac = anthropic.Anthropic(base_url=url, api_key=made["key"], max_retries=0)
+    msgs = [{"role": "user", "content": "count these words"}]
+    fresh_window()
+    native = ac.messages.with_raw_response.count_tokens(model="sonnet", messages=msgs)
+    assert native.parse().input_tokens > 0
+    assert native.headers["x-ratelimit-remaining-requests"] == "3" and native.headers["x-tiergate-model"] == "sonnet"
+    assert "counted by sonnet" in native.headers["x-tiergate-route-reason"]
+    assert float(native.headers["x-tiergate-cost-usd"]) == 0
+    estimate = ac.messages.with_raw_response.count_tokens(model="fast", messages=msgs)
+    assert estimate.parse().input_tokens > 0 and estimate.headers["x-ratelimit-remaining-requests"] == "2"
+    assert "estimated by the gateway" in estimate.headers["x-tiergate-route-reason"]
+    with pytest.raises(anthropic.RateLimitError) as ei:  # a generation needs budget: refused
+        ac.messages.create(model="fast", max_tokens=64, messages=msgs)
+    assert "budget" in ei.value.message
+    for model in ("sonnet", "fast"):
+        ac.messages.count_tokens(model=model, messages=msgs)
+    with pytest.raises(anthropic.RateLimitError) as ei:  # the 5th call in the minute
+        ac.messages.count_tokens(model="sonnet", messages=msgs)
+    assert ei.value.body["type"] == "error" and ei.value.body["error"]["type"] == "rate_limit_error"
+    assert ei.value.response.headers.get("retry-after")
+    assert len(sim.requests(path="/v1/messages/count_tokens")) == 2  # the refused one never went upstream
+    assert sim.requests(path="/v1/chat/completions") == []
+
+    recs = admin.get("/v1/usage", params={"key_id": made["id"], "period": "day"}).json()["data"]
+    assert [(r["model"], r["operation"], r["outcome"], r["cost_usd"], r["prompt_tokens"]) for r in recs] == [
+        (m, "count_tokens", "ok", 0, 0) for m in ("sonnet", "fast", "sonnet", "fast")]
+    assert [r["attempts"] for r in recs] == [1, 0, 1, 0]  # Anthropic counted; the gateway estimated
+    day = next(s for s in admin.get("/v1/budget", params={"key_id": made["id"]}).json()["scopes"]
+               if s["scope"] == "key" and s["period"] == "day")
+    assert day["spent_usd"] == 0 and day["reserved_usd"] == 0

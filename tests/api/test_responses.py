@@ -193,3 +193,63 @@ def test_hosted_tools_pass_through_to_openais_own_responses_api(gateway_factory,
     # The same hosted tool on a deployment that is not OpenAI's own is a clear 400.
     with pytest.raises(openai.BadRequestError):
         c.responses.create(model="fast", input="latest news?", tools=tools)
+
+
+def test_a_conversation_over_the_store_limit_keeps_its_newest_turns(client, sim):
+    """Past the 400 KB of a stored response (DynamoDB's item limit, kept by every store), the
+    oldest turns are dropped, the response says how many (``x-tiergate-history-dropped``) and
+    the model is told (a note on the first kept message); a turn too large to keep at all
+    makes a follow-up a 400 naming the limit, in OpenAI's error shape."""
+    chunk = "word " * 12_000  # 60 KB; the simulator echoes it: ~120 KB per turn
+    prev = None
+    for i in range(3):
+        raw = client.responses.with_raw_response.create(model="fast", input=f"turn {i} {chunk}",
+                                                        previous_response_id=prev)
+        prev = raw.parse().id
+        assert raw.headers.get("x-tiergate-history-dropped") == (None if i < 2 else "2")
+    client.responses.create(model="fast", input="still there?", previous_response_id=prev)
+    msgs = sim.requests(model="fast-a")[-1]["body"]["messages"]
+    assert msgs[0]["role"] == "user" and msgs[0]["content"].startswith(
+        "[tiergate: the 2 oldest messages of this conversation were dropped")
+    assert "turn 1 " in msgs[0]["content"] and msgs[-1]["content"] == "still there?"
+
+    huge = client.responses.create(model="fast", input="w " * 120_000)  # 240 KB, echoed: one turn over
+    assert huge.store is True  # the response itself is kept (GET works) ...
+    assert client.responses.retrieve(huge.id).id == huge.id
+    with pytest.raises(openai.BadRequestError) as ei:  # ... its conversation is not
+        client.responses.create(model="fast", input="more", previous_response_id=huge.id)
+    assert ei.value.body["param"] == "previous_response_id" and "400 KB" in ei.value.body["message"]
+
+
+def test_a_hosted_tool_follow_up_of_our_own_response_sends_the_conversation(gateway_factory, monkeypatch, sim):
+    """OpenAI has never seen the id of a translated turn: a hosted-tool follow-up naming one
+    is sent to OpenAI's Responses API with the stored conversation as input items (no
+    previous_response_id); a follow-up of OpenAI's own response keeps its id, as OpenAI
+    holds that conversation."""
+    from tests.api.conftest import CATALOG
+
+    monkeypatch.setenv("SIM_KEY_A", "sk-sim-a")
+    url, _ = gateway_factory(CATALOG.replace("aliases:", OWN.strip("\n") + "\naliases:", 1))
+    c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    tools = [{"type": "web_search"}, *FN]
+    ours = c.responses.create(model="fast", input="my name is Ada")  # translated: our id
+    r2 = c.responses.create(model="openai-own", input="latest news?", tools=tools, previous_response_id=ours.id)
+    assert r2.output_text == "echo: latest news? [model=gpt-own]"
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert "previous_response_id" not in sent
+    assert sent["input"] == [
+        {"type": "message", "role": "user", "content": "my name is Ada"},
+        {"type": "message", "role": "assistant", "content": ours.output_text},
+        {"role": "user", "content": "latest news?"}]
+    assert sent["tools"] == tools
+    r3 = c.responses.create(model="openai-own", input=[{"role": "user", "content": "and sports?"}], tools=tools,
+                            previous_response_id=r2.id)
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert sent["previous_response_id"] == r2.id and sent["input"] == [{"role": "user", "content": "and sports?"}]
+    assert r3.output_text == "echo: and sports? [model=gpt-own]"
+    # Streamed: the same rebuild.
+    events = list(c.responses.create(model="openai-own", input="stream it", tools=tools, stream=True,
+                                     previous_response_id=ours.id))
+    assert events[-1].type == "response.completed"
+    sent = sim.requests(path="/v1/responses")[-1]["body"]
+    assert "previous_response_id" not in sent and sent["input"][0]["content"] == "my name is Ada"

@@ -217,3 +217,29 @@ def test_cost_map_is_parsed_only_for_a_model_it_may_know(monkeypatch):
         assert [n for n in sizes if n > 1_000_000]  # parsed once it may hold the key
     finally:
         pricing._cost_map.cache_clear()
+
+
+def test_openais_own_api_drops_top_k_every_other_endpoint_keeps_it():
+    cat = parse("""
+models:
+  - {name: own-litellm, model: openai/gpt-4o-mini, tier: 1, input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+  - {name: own-native, model: openai/gpt-4o-mini, adapter: openai-compatible, tier: 1,
+     input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+  - {name: own-base, model: openai/gpt-4o, adapter: openai-compatible, tier: 1, api_base: "https://api.openai.com/v1",
+     input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+  - {name: azure, model: azure/gpt-4o, tier: 1, api_base: "https://acme.openai.azure.com",
+     input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+  - {name: vllm, model: openai/qwen, adapter: openai-compatible, tier: 0, api_base: "http://10.0.0.5:8000/v1",
+     input_cost_per_mtok: 0, output_cost_per_mtok: 0}
+  - {name: vllm-litellm, model: openai/qwen, tier: 0, api_base: "http://10.0.0.5:8000/v1",
+     input_cost_per_mtok: 0, output_cost_per_mtok: 0}
+  - {name: claude, model: anthropic/claude-haiku-4-5, tier: 1, input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+  - {name: local, model: /m.gguf, adapter: llama-cpp, tier: 0}
+  - {name: strict, model: openai/x, adapter: openai-compatible, tier: 0, api_base: "http://10.0.0.6/v1",
+     drop_params: [top_k, seed], input_cost_per_mtok: 0, output_cost_per_mtok: 0}
+  - {name: keep, model: openai/gpt-4o-mini, tier: 1, drop_params: [], input_cost_per_mtok: 1, output_cost_per_mtok: 1}
+""", source="test")
+    dropped = {m.name: set(m.drop_params) for m in cat.models}
+    assert dropped == {"own-litellm": {"top_k"}, "own-native": {"top_k"}, "own-base": {"top_k"}, "azure": {"top_k"},
+                       "vllm": set(), "vllm-litellm": set(), "claude": set(), "local": set(),
+                       "strict": {"top_k", "seed"}, "keep": set()}

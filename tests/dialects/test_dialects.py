@@ -97,3 +97,26 @@ def test_completions_and_embeddings_helpers():
     assert completions.to_chat({"prompt": ["p"], "model": "m"})["max_tokens"] == 16
     assert embeddings.prompt_tokens({"input": [[1, 2, 3], [4]]}) == 4
     assert embeddings.texts({"input": "a"}) == ["a"] and embeddings.texts({"input": [1, 2]}) is None
+
+
+def test_a_stored_conversation_round_trips_as_responses_input_items():
+    """input_items is the inverse of input_messages: what a native follow-up sends OpenAI
+    is the conversation the gateway stored (tool calls, their outputs, images)."""
+    from tiergate.dialects.responses import input_items, input_messages
+
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}},
+            {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "two"},
+        {"role": "assistant", "content": "done"},
+        {"role": "user", "content": "thanks"},
+    ]
+    items = input_items(history)
+    assert [i["type"] for i in items] == ["message", "function_call", "function_call", "function_call_output",
+                                          "function_call_output", "message", "message"]
+    assert items[0]["content"][1] == {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}
+    assert input_messages(items) == history

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.procs import free_port, spawn, stop, wait_for
 from tiergate.limits.budgets import to_nano
@@ -130,6 +131,48 @@ def test_two_workers_rate_limit_admits_exactly_n(workers, sim):
     assert codes.count(200) == 41 and codes.count(429) == CLIENTS - 41
     assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in responses if r.status_code == 429)
     assert len(sim.requests(model="workers-cheap")) == 41
+
+
+def scrape(url: str) -> dict[str, float]:
+    """One Prometheus scrape on a new connection (any worker may answer): sample -> value,
+    labels folded in."""
+    r = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {MASTER}", "accept": "text/plain"},
+                  timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for s in fam.samples:
+            key = s.name + "".join(f",{k}={v}" for k, v in sorted(s.labels.items()) if k != "le")
+            if "le" not in s.labels:
+                assert key not in out, f"{key} twice in one scrape"
+                out[key] = s.value
+    return out
+
+
+def test_a_scrape_sees_every_worker(workers):
+    """A scrape answered by either worker counts every worker's requests (one set of series,
+    each once), and a worker that died keeps its counts; the gauges appear once."""
+    url, pids = workers
+    _, secret = make_key(url)
+    before = {p: cpu_ticks(p) for p in pids}
+    n = 120
+    responses = asyncio.run(burst(url, secret, n, max_tokens=5, text="hi"))
+    assert [r.status_code for r in responses] == [200] * n
+    assert both_served(pids, before)
+    key = "tiergate_requests_total,model=cheap,outcome=ok,tier=1"
+    for _ in range(6):  # new connections: both workers answer some of these scrapes
+        got = scrape(url)
+        assert got[key] == n
+        assert got["tiergate_request_duration_seconds_count,model=cheap,outcome=ok,tier=1"] == n
+        assert got["tiergate_tokens_total,model=cheap,tier=1,type=input"] > 0
+        assert [v for k, v in got.items() if k.startswith("tiergate_circuit_state,")] == [0]  # once
+    os.kill(pids[0], signal.SIGKILL)
+    parent = int(Path(f"/proc/{pids[1]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    wait_for(lambda: len(worker_pids(parent)) == 2 and pids[0] not in worker_pids(parent), timeout=60,
+             what="a replacement worker")
+    wait_for(lambda: httpx.get(f"{url}/health", timeout=5).is_success, timeout=30, what="health")
+    for _ in range(4):
+        assert scrape(url)[key] == n  # the dead worker's counts were not lost
 
 
 def test_a_dead_worker_is_replaced(workers):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import httpx
 import pytest
 
 from tests.support.otlp_sink import attrs, otlp_sink
@@ -24,8 +25,48 @@ def exported(upstream, tmp_path_factory):
             telemetry = served.app.state.services.telemetry
             assert isinstance(telemetry, FanoutTelemetry)
             otel = next(s for s in telemetry.sinks if isinstance(s, OtelTelemetry))
+            sink.traced = _traced_requests(served)
             otel.flush()
             yield sink
+
+
+TRACE_ID, PARENT_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def _traced_requests(served) -> dict[str, str]:
+    """Requests carrying a W3C traceparent (valid, and malformed): request id by case."""
+    secret = served.keys["acme"][1]
+    out = {}
+    cases = {"chat": ("/v1/chat/completions", {"model": "small", "messages": [{"role": "user", "content": "hi"}]},
+                      f"00-{TRACE_ID}-{PARENT_ID}-01"),
+             "stream": ("/v1/chat/completions", {"model": "small", "stream": True,
+                                                 "messages": [{"role": "user", "content": "hi"}]},
+                        f"00-{TRACE_ID}-{PARENT_ID}-01"),
+             "messages": ("/v1/messages", {"model": "small", "max_tokens": 16,
+                                           "messages": [{"role": "user", "content": "hi"}]},
+                          f"00-{TRACE_ID}-{PARENT_ID}-01"),
+             "malformed": ("/v1/chat/completions", {"model": "small", "messages": [{"role": "user", "content": "x"}]},
+                           f"00-{TRACE_ID}-{'0' * 16}-01")}
+    for name, (path, body, tp) in cases.items():
+        r = httpx.post(served.url + path, json=body, timeout=30, headers={
+            "authorization": f"Bearer {secret}", "traceparent": tp, "tracestate": "vendor=abc"})
+        assert r.status_code == 200, r.text  # a bad traceparent never fails a request
+        out[name] = r.headers["x-request-id"]
+    return out
+
+
+def test_span_joins_the_callers_traceparent(exported):
+    """A request with a valid W3C traceparent gets a span in the caller's trace, child of the
+    caller's span (chat, streamed chat, the Messages door); a malformed one starts a new trace."""
+    by_id = {attrs(s).get("tiergate.request_id"): s for s in exported.spans()}
+    for case in ("chat", "stream", "messages"):
+        span = by_id[exported.traced[case]]
+        assert span.trace_id.hex() == TRACE_ID and span.parent_span_id.hex() == PARENT_ID, case
+        assert span.trace_state == "vendor=abc"
+    bad = by_id[exported.traced["malformed"]]
+    assert bad.trace_id.hex() != TRACE_ID and bad.parent_span_id == b""
+    untraced = [s for s in exported.spans() if attrs(s).get("tiergate.request_id") not in exported.traced.values()]
+    assert untraced and all(s.parent_span_id == b"" for s in untraced)
 
 
 def test_one_genai_span_per_request(exported):
@@ -59,7 +100,7 @@ def test_genai_metrics(exported):
     token_types = {attrs(p)["gen_ai.token.type"] for p in points["gen_ai.client.token.usage"]}
     assert token_types == {"input", "output"}
     ttft = points["gen_ai.server.time_to_first_token"]
-    assert sum(p.count for p in ttft) == 2  # two streams
+    assert sum(p.count for p in ttft) == 3  # two streams of the known traffic, one traced
     models = {attrs(p)["gen_ai.request.model"] for p in points["gen_ai.server.request.duration"]}
     assert {"small", "fast", "premium", "auto", "cascade"} <= models
     resource = attrs(exported.metrics[0].resource_metrics[0].resource)

@@ -13,7 +13,7 @@ from tiergate.api.responses import JSONResponse
 from tiergate.api.sse_response import EventStreamResponse
 from tiergate.errors import GatewayError
 from tiergate.gateway import SSE_DONE, Completed, Deferred, Streaming, sse
-from tiergate.request import GatewayRequest, NativeBody, hints_of
+from tiergate.request import GatewayRequest, NativeBody, hints_of, trace_of
 from tiergate.services import Services
 
 
@@ -23,7 +23,8 @@ def chat_request(services: Services, request: Request, body: dict[str, Any], *, 
     return GatewayRequest.from_chat(
         body, aliases=services.catalog.aliases, default_model=routing.default_model, keywords=routing.keywords,
         door=door, hints=hints_of(request.headers), task_hint=task_hint,
-        idempotency_key=request.headers.get("idempotency-key"), native=native)
+        idempotency_key=request.headers.get("idempotency-key"), native=native,
+        trace=trace_of(request.headers))
 
 
 async def openai_events(s: Streaming, shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -118,7 +118,8 @@ def serve(args: argparse.Namespace) -> int:
 # provider pools and store connection. What must agree across workers lives in the store:
 # budgets, rate limits, holds, usage records and idempotency keys are SQLite rows changed in
 # BEGIN IMMEDIATE transactions on one WAL file (or DynamoDB conditional writes), exact across
-# processes as across tasks (tests/limits/test_workers.py). Per-process by design: circuit
+# processes as across tasks (tests/limits/test_workers.py). Prometheus series are summed
+# over the workers' files (prometheus_dir). Per-process by design: circuit
 # breakers, the virtual-key cache (key_cache_ttl_s), provider connection pools.
 
 
@@ -133,9 +134,25 @@ def serve_workers(app: FastAPI, settings: Settings, args: argparse.Namespace) ->
     os.environ["TIERGATE_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     if settings.config is not None:
         os.environ["TIERGATE_CONFIG"] = str(Path(settings.config).resolve())
+    if settings.prometheus_metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prometheus_dir(settings))
+    elif settings.prometheus_metrics:  # the operator's own directory: kept as it is, made if missing
+        Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     print(f"  {args.workers} worker processes", flush=True)
     return workers.run(args.workers, factory="tiergate.cli.serve:worker_app", host=settings.host,
                        port=settings.port, log_level=args.log_level, access_log=args.access_log)
+
+
+def prometheus_dir(settings: Settings) -> Path:
+    """The workers' shared Prometheus files (:mod:`tiergate.observe.prometheus`), emptied:
+    a new server's counters start at zero, as a single process's do. One directory per
+    port, so two servers on one data dir do not add up each other's series."""
+    path = Path(settings.data_dir).resolve() / "prometheus" / str(settings.port)
+    if path.is_dir():
+        for f in path.glob("*.db"):
+            f.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def worker_app() -> FastAPI:

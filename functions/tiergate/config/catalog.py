@@ -12,6 +12,7 @@ a user file replaces it (``--config`` / ``TIERGATE_CONFIG``).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from functools import cached_property
 from importlib import resources
@@ -22,7 +23,7 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from tiergate.config import diagnostics, pricing
-from tiergate.config.adapters import ADAPTERS, LITELLM, Adapter
+from tiergate.config.adapters import ADAPTERS, LITELLM, OPENAI_COMPATIBLE, Adapter
 from tiergate.config.base import MAX_TIER, Capability, FrozenDict, Strict, TaskType, Tier
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.cache import CacheConfig
@@ -54,6 +55,9 @@ class ModelSpec(Strict):
     weight: int = Field(1, ge=1)
     chat_format: str | None = Field(None, description="llama.cpp chat format when the GGUF has no template")
     extra_headers: Mapping[str, str] = Field(default_factory=dict)
+    drop_params: frozenset[str] | None = Field(
+        None, description="Request parameters this endpoint refuses, removed before the call; default: "
+                          "top_k for OpenAI's own API (see refused_params)")
 
     @property
     def deployment_id(self) -> str:
@@ -203,6 +207,8 @@ def _fill(spec: ModelSpec, deployment_id: str) -> ModelSpec:
     if caps is None:
         caps = known.capabilities if known and known.capabilities else defaults.capabilities
     upd["capabilities"] = frozenset(caps) | (native_dialects(spec) if "embeddings" not in caps else frozenset())
+    if spec.drop_params is None:
+        upd["drop_params"] = refused_params(spec)
     return spec.model_copy(update=upd)
 
 
@@ -230,6 +236,33 @@ def native_dialects(spec: ModelSpec) -> frozenset[str]:
     if spec.model.startswith("openai/") and spec.api_base is None:
         return frozenset({"responses_api"})
     return frozenset()
+
+
+#: Parameters the doors may carry into a chat body that OpenAI's chat API does not define:
+#: Anthropic's ``top_k`` (the Messages door). llama.cpp, vLLM, llama-server, Together and
+#: OpenRouter take it; LiteLLM maps it for providers that have it (Anthropic, Gemini,
+#: Bedrock); OpenAI's own API answers 400 "Unrecognized request argument supplied: top_k",
+#: and LiteLLM (1.106) forwards it there even with ``drop_params`` (as a provider-specific
+#: parameter), so it is dropped by us.
+NOT_OPENAI_CHAT = frozenset({"top_k"})
+OPENAI_HOST = "api.openai.com"  # and its subdomains (<region>.privatelink.api.openai.com)
+AZURE_OPENAI_SUFFIX = ".openai.azure.com"
+
+
+def refused_params(spec: ModelSpec) -> frozenset[str]:
+    """What a deployment's endpoint refuses, known from its model id and ``api_base`` when
+    the file does not say (``drop_params``): OpenAI's own API and Azure OpenAI refuse
+    :data:`NOT_OPENAI_CHAT`; every other endpoint is sent what the request carries."""
+    if spec.adapter == LITELLM:
+        if spec.model.startswith("azure/"):
+            return NOT_OPENAI_CHAT
+        if not spec.model.startswith("openai/"):
+            return frozenset()
+    elif spec.adapter != OPENAI_COMPATIBLE:
+        return frozenset()  # llama.cpp and the local embedder take top_k themselves
+    host = (urllib.parse.urlsplit(spec.api_base).hostname or "") if spec.api_base else OPENAI_HOST
+    openai = host == OPENAI_HOST or host.endswith("." + OPENAI_HOST) or host.endswith(AZURE_OPENAI_SUFFIX)
+    return NOT_OPENAI_CHAT if openai else frozenset()
 
 
 def resolve(raw: CatalogFile, *, source: str = "default") -> Catalog:

@@ -95,6 +95,32 @@ def input_messages(items: str | Sequence[Mapping[str, Any]]) -> list[dict[str, A
     return out
 
 
+def input_items(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages (a stored conversation) as Responses ``input`` items: the inverse of
+    :func:`input_messages`, for a native deployment that must be sent the conversation itself."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role, content = m.get("role"), m.get("content")
+        if role == "tool":
+            out.append({"type": "function_call_output", "call_id": m.get("tool_call_id"),
+                        "output": content if isinstance(content, str) else _output_text(content)})
+            continue
+        if content:
+            if isinstance(content, list):
+                text_type = "output_text" if role == "assistant" else "input_text"
+                content = [{"type": text_type, "text": p.get("text", "")} if p.get("type") == "text" else
+                           {"type": "input_image", "image_url": (p.get("image_url") or {}).get("url"),
+                            **({"detail": p["image_url"]["detail"]} if (p.get("image_url") or {}).get("detail")
+                               else {})}
+                           for p in content]
+            out.append({"type": "message", "role": role, "content": content})
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            out.append({"type": "function_call", "call_id": call.get("id"), "name": fn.get("name"),
+                        "arguments": fn.get("arguments") or "{}"})
+    return out
+
+
 def _response_format(fmt: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = fmt.get("type")
     if kind == "json_schema":

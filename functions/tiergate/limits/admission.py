@@ -65,6 +65,10 @@ class AdmissionRequest:
     estimate_usd: float
     #: Set when the request is one step of a cascade.
     cascade_step: int | None = None
+    #: A call that costs nothing (``/v1/messages/count_tokens``): only the key's
+    #: requests-per-minute limit applies -- no budget reservation, no token limits, no
+    #: deployment quota (Anthropic meters token counting apart from generation).
+    free: bool = False
 
 
 @dataclass(slots=True)
@@ -110,6 +114,8 @@ class Outcome:
     #: Set when the request is one step of a cascade: the policy's name and the step's index.
     cascade_policy: str | None = None
     cascade_step: int | None = None
+    #: What the call was when it was not a generation (``"count_tokens"``); the usage record says so.
+    operation: str | None = None
 
 
 class Admission(Protocol):

@@ -111,8 +111,10 @@ class StoreAdmission:
         if not principal.may_use(dep):
             raise PermissionDenied(f"This API key may not use model {dep.name!r} (tier {dep.tier})",
                                    param="model")
-        tenant = None if principal.is_master else principal.tenant
         now = self._clock()
+        if req.free:
+            return await self._admit_free(principal, key, req, now)
+        tenant = None if principal.is_master else principal.tenant
         budgets.check_per_request(self.cfg, key=key, tenant=tenant, estimate_usd=req.estimate_usd)
         tokens = req.prompt_tokens + req.max_output_tokens
         rchecks = ratelimit.checks(
@@ -141,6 +143,17 @@ class StoreAdmission:
             reserved_tokens=tokens, soft_limited=soft.soft, max_tier=soft.max_tier, headers=headers,
             budget_utilization_percent=soft.utilization_percent,
             handles=[Reservation(hold, tuple(bbumps), token_bumps)])
+
+    async def _admit_free(self, principal: Principal, key: VirtualKey | None, req: AdmissionRequest,
+                          now: float) -> Ticket:
+        """A free call takes a slot of the key's RPM window and nothing else (no hold: settle
+        writes only its usage record)."""
+        rchecks = ratelimit.checks(key_id=principal.key_id, key_rpm=key.rpm if key else None, key_tpm=None,
+                                   deployment_id=req.deployment.deployment_id, dep_rpm=None, dep_tpm=None,
+                                   tokens=0, now=now)
+        used = await self._bump([c.bump() for c in rchecks], rchecks, [], 0, now)
+        return Ticket(request_id=req.request_id, principal=principal, deployment=req.deployment, reserved_usd=0.0,
+                      reserved_tokens=0, headers=ratelimit.headers(rchecks, dict(zip(rchecks, used, strict=True)), now))
 
     async def _bump(self, bumps: list[Bump], rchecks: list[ratelimit.RateCheck], scopes: list[BudgetScope],
                     est: int, now: float) -> list[int]:

@@ -34,7 +34,7 @@ def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days
     dep = outcome.deployment or ticket.deployment
     ts = iso(now)
     p = ticket.principal
-    return {
+    rec = {
         "pk": p.key_id, "sk": f"{ts}#{ticket.request_id}", "request_id": ticket.request_id,
         "key_id": p.key_id, "tenant": p.tenant, "ts": ts,
         "model": dep.name, "deployment": dep.deployment_id, "tier": dep.tier,
@@ -48,6 +48,9 @@ def usage_record(ticket: Ticket, outcome: Outcome, *, now: float, retention_days
         "cascade_step": outcome.cascade_step,
         "expires_at": int(now) + retention_days * 86400,
     }
+    if outcome.operation is not None:
+        rec["operation"] = outcome.operation
+    return rec
 
 
 def metric_corrections(rec: dict[str, Any], *, now: float) -> list[Correction]:

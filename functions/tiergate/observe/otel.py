@@ -3,7 +3,8 @@ module importing the OpenTelemetry SDK; imported only when an endpoint is config
 
 Per settled request (the gateway's telemetry record) it records:
 
-* a span ``chat <gen_ai.request.model>`` covering admission to settlement, with
+* a span ``chat <gen_ai.request.model>`` covering admission to settlement -- a child of the
+  caller's span when the request carried a W3C ``traceparent`` (:mod:`tiergate.request.trace`) -- with
   ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
   ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``,
   ``error.type`` on failures, and ``tiergate.*`` (tier, cost, attempts, outcome, TTFT);
@@ -38,6 +39,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tiergate import __version__
 
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+#: Parses the caller's ``traceparent``/``tracestate`` (checked at the door) into a parent context.
+_PROPAGATOR = TraceContextTextMapPropagator()
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
@@ -142,7 +146,10 @@ class OtelTelemetry:
             attrs["gen_ai.usage.input_tokens"] = inp
         if out is not None:
             attrs["gen_ai.usage.output_tokens"] = out
-        span = self.tracer.start_span(f"{op} {requested}", kind=SpanKind.SERVER,
+        # A caller's traceparent makes this span its child (same trace id); else a new trace.
+        parent = (_PROPAGATOR.extract({"traceparent": record["traceparent"], "tracestate": record.get("tracestate", "")})
+                  if record.get("traceparent") else None)
+        span = self.tracer.start_span(f"{op} {requested}", context=parent, kind=SpanKind.SERVER,
                                       start_time=now - int(latency_s * 1e9), attributes=attrs)
         if error:
             span.set_status(Status(StatusCode.ERROR, error))

@@ -14,16 +14,27 @@ scopes only ``global`` and ``tier`` (no tenants, keys, prompts or request ids).
 
 Series names are a contract: the Grafana dashboard (``infra/grafana/tiergate.json``) and
 its test read :data:`SERIES`.
+
+Several worker processes (``tiergate serve --workers N``) are one server to a scraper:
+the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory under the data dir)
+before the workers start, so ``prometheus_client`` keeps every worker's counters and
+histograms in memory-mapped files there, and a scrape answered by any worker sums all of
+them (:class:`~prometheus_client.multiprocess.MultiProcessCollector`); a worker that died
+or was replaced keeps its counts. The gauges need no multiprocess mode: they are not
+``Gauge`` objects but read at scrape time -- budgets from the store the workers share
+(the same for every worker), circuit breakers from the answering worker (breakers are
+per process by design).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
@@ -71,6 +82,16 @@ def error_codes() -> frozenset[str]:
     return frozenset(out)
 
 
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` when this process's metrics live there: the variable was
+    set before ``prometheus_client`` was imported (the library chooses its value storage at
+    import) and names a directory; else None (per-process counters)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or values.ValueClass is values.MutexValue or not os.path.isdir(path):
+        return None
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """State read at scrape time (the route fills it from the services)."""
@@ -86,7 +107,7 @@ class _Scrape:
     text 0.0.4 they would double the series for nothing); the library's switch for that
     is process-global, so they are dropped here instead."""
 
-    def __init__(self, registry: CollectorRegistry, gauges: list[Metric], *, created: bool) -> None:
+    def __init__(self, registry: Any, gauges: list[Metric], *, created: bool) -> None:
         self._registry, self._gauges, self._created = registry, gauges, created
 
     def collect(self) -> Iterator[Metric]:
@@ -107,6 +128,13 @@ class PrometheusMetrics:
         self._policies = frozenset(policies)
         self._codes = error_codes()
         self.registry = r = CollectorRegistry(auto_describe=True)
+        #: What a scrape collects: this process's registry, or every worker's files.
+        self._source: Any = r
+        self.multiprocess_dir = multiprocess_dir()
+        if self.multiprocess_dir is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self._source = MultiProcessCollector(None, self.multiprocess_dir)
         mt = ("model", "tier")
         self.requests = Counter("tiergate_requests", SERIES["tiergate_requests_total"], [*mt, "outcome"], registry=r)
         self.errors = Counter("tiergate_errors", SERIES["tiergate_errors_total"], [*mt, "error"], registry=r)
@@ -218,7 +246,7 @@ class PrometheusMetrics:
     def render(self, accept: str | None, snapshot: Snapshot = Snapshot()) -> tuple[bytes, str]:
         """The exposition the ``Accept`` header asks for (OpenMetrics or text 0.0.4)."""
         encoder, content_type = choose_encoder(accept or "")
-        scrape = _Scrape(self.registry, self._gauges(snapshot), created=content_type.startswith("application/openmetrics"))
+        scrape = _Scrape(self._source, self._gauges(snapshot), created=content_type.startswith("application/openmetrics"))
         return encoder(scrape), content_type  # type: ignore[arg-type]
 
     def _gauges(self, snap: Snapshot) -> list[Metric]:

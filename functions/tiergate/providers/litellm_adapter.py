@@ -77,7 +77,9 @@ class LiteLLMProvider(PassesThrough):
 
     def _kwargs(self, call: ProviderCall, stream: bool) -> dict[str, Any]:
         dep = call.deployment
-        kw = {k: v for k, v in call.body.items() if k not in _RESERVED}
+        # drop_params: what the endpoint refuses and litellm would forward anyway (top_k to OpenAI).
+        dropped = dep.drop_params or frozenset()
+        kw = {k: v for k, v in call.body.items() if k not in _RESERVED and k not in dropped}
         headers = {**dep.extra_headers, **call.extra_headers}
         kw.update(model=dep.model, timeout=call.timeout_s, num_retries=0, max_retries=0,
                   # Parameters a provider cannot take are dropped, as LiteLLM's proxy does; the

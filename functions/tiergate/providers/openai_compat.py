@@ -97,6 +97,8 @@ class OpenAICompatProvider(PassesThrough):
     def _request(self, call: ProviderCall, stream: bool) -> tuple[str, bytes, dict[str, str]]:
         dep = call.deployment
         body = dict(call.body)
+        for name in dep.drop_params or ():  # what this endpoint refuses (top_k on OpenAI's own API)
+            body.pop(name, None)
         body["model"] = dep.wire_model
         if stream:
             body["stream"] = True

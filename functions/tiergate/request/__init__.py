@@ -19,13 +19,15 @@ from typing import Any
 from tiergate.request.classify import TaskProfile, classify
 from tiergate.request.model_ref import ModelRef
 from tiergate.request.needs import RequestNeeds, needs_of
+from tiergate.request.trace import TraceParent, trace_of
 
 #: Client parameters the gateway consumes itself; the adapter sets its own.
 NOT_UPSTREAM = ("model", "stream", "stream_options")
 #: Headers that steer tiergate are the ``x-tiergate-*`` family.
 HINT_PREFIX = "x-tiergate-"
 
-__all__ = ["GatewayRequest", "ModelRef", "NativeBody", "RequestNeeds", "TaskProfile", "hints_of"]
+__all__ = ["GatewayRequest", "ModelRef", "NativeBody", "RequestNeeds", "TaskProfile", "TraceParent", "hints_of",
+           "trace_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +72,15 @@ class GatewayRequest:
     operation: str = "chat"
     #: The door's own body for deployments that speak its API natively (see :class:`NativeBody`).
     native: NativeBody | None = None
+    #: The caller's W3C trace context (``traceparent`` header): the request's span is its child.
+    trace: TraceParent | None = None
 
     @classmethod
     def from_chat(cls, body: dict[str, Any], *, aliases: Mapping[str, str], default_model: str,
                   keywords: Mapping[str, Sequence[str]] | None = None, door: str = "chat",
                   hints: Mapping[str, str] | None = None, task_hint: str | None = None,
-                  idempotency_key: str | None = None, native: NativeBody | None = None) -> GatewayRequest:
+                  idempotency_key: str | None = None, native: NativeBody | None = None,
+                  trace: TraceParent | None = None) -> GatewayRequest:
         """Parse a (validated) OpenAI chat body. Raises the gateway's 4xx errors for a bad
         ``model``; everything else about the body was checked by the door."""
         ref = ModelRef.parse(body.get("model"), aliases=aliases, default=default_model)
@@ -86,20 +91,21 @@ class GatewayRequest:
             needs=needs_of(body), stream=bool(body.get("stream")),
             include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
             hints=dict(hints or {}), task_hint=task_hint, idempotency_key=idempotency_key,
-            keywords=keywords or {}, native=native,
+            keywords=keywords or {}, native=native, trace=trace,
         )
 
     @classmethod
     def from_embeddings(cls, body: dict[str, Any], *, aliases: Mapping[str, str], default_model: str,
                         prompt_tokens: int, hints: Mapping[str, str] | None = None,
-                        idempotency_key: str | None = None) -> GatewayRequest:
+                        idempotency_key: str | None = None, trace: TraceParent | None = None) -> GatewayRequest:
         """Parse a (validated) OpenAI embeddings body; ``prompt_tokens`` is the door's estimate
         of its input. It needs the ``embeddings`` capability and produces no output tokens."""
         ref = ModelRef.parse(body.get("model"), aliases=aliases, default=default_model)
         needs = RequestNeeds(prompt_tokens=prompt_tokens, max_output_tokens=0,
                              capabilities=frozenset({"embeddings"}))
         return cls(door="embeddings", ref=ref, body=body, upstream={k: v for k, v in body.items() if k != "model"},
-                   needs=needs, hints=dict(hints or {}), idempotency_key=idempotency_key, operation="embeddings")
+                   needs=needs, hints=dict(hints or {}), idempotency_key=idempotency_key, operation="embeddings",
+                   trace=trace)
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from tiergate.api.doors import deferred
 from tiergate.api.responses import JSONResponse
 from tiergate.dialects import embeddings
 from tiergate.gateway import Deferred, Gateway, Streaming
-from tiergate.request import GatewayRequest, hints_of
+from tiergate.request import GatewayRequest, hints_of, trace_of
 from tiergate.services import Services
 
 
@@ -29,7 +29,7 @@ async def create_embeddings(request: Request) -> Response:
     req = GatewayRequest.from_embeddings(
         upstream, aliases=services.catalog.aliases, default_model=services.catalog.routing.default_model,
         prompt_tokens=embeddings.prompt_tokens(body), hints=hints_of(request.headers),
-        idempotency_key=request.headers.get("idempotency-key"))
+        idempotency_key=request.headers.get("idempotency-key"), trace=trace_of(request.headers))
     result = await Gateway(services).handle(req, principal)
     if isinstance(result, Deferred):
         return deferred(result)

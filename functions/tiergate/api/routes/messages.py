@@ -80,12 +80,13 @@ async def _events(s: Streaming, prompt_estimate: int) -> AsyncIterator[bytes]:
 
 async def count_tokens(request: Request) -> Response:
     """The prompt's input tokens: counted by the deployment when it speaks Messages
-    natively, else the gateway's own estimate of the translated prompt."""
+    natively, else the gateway's own estimate of the translated prompt. Rate-limited
+    (the key's RPM) and recorded, never billed (:meth:`Gateway.count_tokens`)."""
     services: Services = request.app.state.services
     principal = await services.admission.authenticate(authorization(request.headers))
     body = await read_json(request, services.settings.max_body_bytes)
     validate(CountTokensRequest, body)
     chat = anthropic.to_chat({**body, "max_tokens": body.get("max_tokens") or 1})
     req = chat_request(services, request, chat, door="messages", native=_native(request, body))
-    counted = await Gateway(services).count_tokens(req, principal)
-    return JSONResponse(counted if counted is not None else anthropic.count_tokens_estimate(chat))
+    done = await Gateway(services).count_tokens(req, principal, lambda: anthropic.count_tokens_estimate(chat))
+    return JSONResponse(done.response, headers=done.headers)

@@ -25,7 +25,7 @@ from tiergate.dialects import responses as dialect
 from tiergate.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from tiergate.gateway import Deferred, Gateway, Streaming
 from tiergate.limits.admission import Principal
-from tiergate.limits.stored_responses import ResponseStore
+from tiergate.limits.stored_responses import Kept, ResponseStore
 from tiergate.providers.sse import format_event
 from tiergate.request import GatewayRequest, NativeBody
 from tiergate.services import Services
@@ -46,12 +46,20 @@ async def create_response(request: Request) -> Response:
     body = await read_json(request, services.settings.max_body_bytes)
     validate(ResponsesRequest, body)
     history: list[dict[str, Any]] = []
-    if body.get("previous_response_id"):
-        rec = await _store(services).get(principal, body["previous_response_id"], param="previous_response_id")
-        history = rec["history"]
-    chat, turn = dialect.to_chat(body, history)
     hosted = dialect.hosted_tools(body)
-    native = NativeBody("responses", {k: v for k, v in body.items() if k not in ("model", "stream")}) if hosted else None
+    native_body = {k: v for k, v in body.items() if k not in ("model", "stream")}
+    if body.get("previous_response_id"):
+        prev = await _store(services).get(principal, body["previous_response_id"], param="previous_response_id")
+        history = ResponseStore.history_of(prev)
+        if hosted and not prev.get("native"):
+            # The id is ours (a translated turn): OpenAI has never seen it. Its Responses API
+            # is sent the conversation itself, as input items, instead of the id.
+            native_body.pop("previous_response_id")
+            turn_items = [{"role": "user", "content": body["input"]}] if isinstance(body["input"], str) \
+                else list(body["input"])
+            native_body["input"] = [*dialect.input_items(history), *turn_items]
+    chat, turn = dialect.to_chat(body, history)
+    native = NativeBody("responses", native_body) if hosted else None
     req = chat_request(services, request, chat, door="responses", native=native)
     gateway = Gateway(services)
     if hosted:
@@ -69,9 +77,20 @@ async def create_response(request: Request) -> Response:
     cost = (result.response.get("usage") or {}).get("cost_usd")
     if cost is not None and resp.get("usage"):
         resp["usage"]["cost_usd"] = cost
+    headers = result.headers
     if store is not None:
-        await store.put(principal, resp, dialect.history_after(turn, resp, history))
-    return JSONResponse(resp, status_code=result.status, headers=result.headers)
+        kept = await store.put(principal, resp, dialect.history_after(turn, resp, history),
+                               native=result.dialect == "responses")
+        headers = {**headers, **_kept_headers(resp, kept)}
+    return JSONResponse(resp, status_code=result.status, headers=headers)
+
+
+def _kept_headers(resp: dict[str, Any], kept: Kept) -> dict[str, str]:
+    """What the store could not keep (the 400 KB item limit): said in the response's own
+    ``store`` field when nothing was stored, and in a header when history was dropped."""
+    if not kept.stored:
+        resp["store"] = False
+    return {"x-tiergate-history-dropped": str(kept.dropped)} if kept.dropped else {}
 
 
 def _check_hosted(gateway: Gateway, req: GatewayRequest, principal: Principal, hosted: list[str]) -> None:
@@ -103,7 +122,8 @@ async def _events(s: Streaming, body: dict[str, Any], turn: list[dict[str, Any]]
                 yield b"".join(format_event(name, data) for name, data in events)
         final = pending + tr.finish()
         if store is not None and tr.response is not None:
-            await store.put(principal, tr.response, dialect.history_after(turn, tr.response, history))
+            _kept_headers(tr.response, await store.put(principal, tr.response,
+                                                       dialect.history_after(turn, tr.response, history)))
         yield b"".join(format_event(name, data) for name, data in final)
     except GatewayError as e:
         name, data = tr.error(e.code or "stream_interrupted", f"upstream stream interrupted: {e.message}")
@@ -119,7 +139,8 @@ async def _native_events(s: Streaming, turn: list[dict[str, Any]], history: list
         async for ev in s.chunks:
             kind = ev.get("type") or "message"
             if kind == "response.completed" and store is not None and isinstance(ev.get("response"), dict):
-                await store.put(principal, ev["response"], dialect.history_after(turn, ev["response"], history))
+                _kept_headers(ev["response"], await store.put(
+                    principal, ev["response"], dialect.history_after(turn, ev["response"], history), native=True))
             yield format_event(kind, ev)
     except GatewayError as e:
         yield format_event("error", {"type": "error", "code": e.code, "message": f"upstream stream interrupted: "

@@ -41,8 +41,7 @@ async def _request(door: str, services: Services, request: Request, body: dict[s
         validate(ResponsesRequest, body)
         history: list[dict[str, Any]] = []
         if body.get("previous_response_id") and services.responses is not None:
-            history = (await services.responses.get(principal, body["previous_response_id"],
-                                                    param="previous_response_id"))["history"]
+            history = await services.responses.history(principal, body["previous_response_id"])
         return chat_request(services, request, responses.to_chat(body, history)[0], door=door)
     if door == "completions":
         validate(CompletionsRequest, body)
