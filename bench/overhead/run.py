@@ -6,16 +6,27 @@ model ``sim`` to the shared harness's upstream, then runs the shared anchor harn
 starts the upstream and the LiteLLM proxy itself and prints both side by side, with
 ratios (req/s, added latency p50/p99, CPU per request and per stream, RSS).
 
-    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~6 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py            # full (~8 min with Portkey)
     /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1.5 min)
+    /tmp/perf/venv/bin/python bench/overhead/run.py --rounds 4 # balanced: direct, LiteLLM, Portkey, tiergate
     python3 bench/overhead/run.py --doors-only                 # just the doors step (~1 min)
 
 First the doors step (:mod:`doors`: each front door -- Anthropic Messages, Responses,
 legacy completions -- beside the chat door on the same gateway and upstream, request by
 request interleaved: added p50/p99 and time to first streamed content), then the harness.
-Any other flag goes to the harness. The interpreter running this needs litellm[proxy]
+Portkey's open-source gateway is the second peer whenever it is installed as
+../shared/bench/README.md says (``/tmp/peers``, or the folder in ``TIERGATE_BENCH_PORTKEY``):
+the harness's ``--portkey DIR`` is passed for it, so the table has a ``vs portkey`` row
+beside ``vs litellm``; ``--portkey DIR`` picks another install, ``--no-portkey`` leaves it
+out. Any other flag goes to the harness. The interpreter running this needs litellm[proxy]
 (see ../shared/bench/README.md); tiergate runs under the project's own Python
 (``TIERGATE_PYTHON``, default ``python3``).
+
+An optimisation's effect, side by side in one run: tiergate from another tree (an export of
+the commit before it, say: ``git archive HEAD~1 functions edge | tar -x -C /tmp/base``) as the
+reference beside this tree's tiergate as the candidate (no LiteLLM, no Portkey):
+
+    python3 bench/overhead/run.py --ab /tmp/base --quick --rounds 4   # "tg-base" vs "tg-new"
 
 The cost of telemetry, side by side in one run (no LiteLLM needed: the reference is
 tiergate itself with every telemetry sink off, ``TIERGATE_PROMETHEUS_METRICS=false``):
@@ -49,6 +60,8 @@ HARNESS = next((p / "shared" / "bench" / "anchor_litellm.py" for p in (ROOT.pare
                 if (p / "shared" / "bench" / "anchor_litellm.py").exists()),
                ROOT.parent / "shared" / "bench" / "anchor_litellm.py")
 PORT = int(os.environ.get("TIERGATE_BENCH_PORT", "18080"))
+#: Where Portkey is installed when --portkey is not given (../shared/bench/README.md, Setup).
+PORTKEY_DIR = Path(os.environ.get("TIERGATE_BENCH_PORTKEY", "/tmp/peers"))
 KEY = "sk-bench-tiergate"
 
 
@@ -122,6 +135,12 @@ def main() -> int:
             print("--telemetry takes prometheus or otel", file=sys.stderr)
             return 2
         return telemetry_run(mode, args[:i] + args[i + 2:])
+    if "--ab" in args:
+        i = args.index("--ab")
+        if i + 1 >= len(args) or not (Path(args[i + 1]) / "functions" / "tiergate").is_dir():
+            print("--ab takes a tree with functions/tiergate (an export of another commit)", file=sys.stderr)
+            return 2
+        return ab_run(Path(args[i + 1]).resolve(), args[:i] + args[i + 2:])
     try:
         gw = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {})
     except RuntimeError as e:
@@ -133,10 +152,47 @@ def main() -> int:
         if rc or "--doors-only" in args:
             return rc
         cmd = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",
-               "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY, *flags]
+               "--candidate-pid", str(gw.pid), "--candidate-name", "tiergate", "--candidate-key", KEY,
+               *portkey_flags(flags)]
         return subprocess.call(cmd, cwd=str(HARNESS.parent))
     finally:
         stop(gw)
+
+
+def portkey_flags(flags: list[str]) -> list[str]:
+    """The harness's flags with ``--portkey`` for an installed Portkey, unless given or refused."""
+    if "--no-portkey" in flags:
+        return [f for f in flags if f != "--no-portkey"]
+    if "--portkey" in flags:
+        return flags
+    if (PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway").is_dir():
+        return ["--portkey", str(PORTKEY_DIR), *flags]
+    print(f"Portkey not found in {PORTKEY_DIR} (../shared/bench/README.md, Setup): no 'vs portkey' row",
+          file=sys.stderr)
+    return flags
+
+
+def ab_run(base: Path, flags: list[str]) -> int:
+    """tiergate from the tree ``base`` (the reference) beside this tree's (the candidate)."""
+    procs: list[subprocess.Popen] = []
+    here = os.pathsep.join(str(ROOT / d) for d in ("functions", "edge"))
+    there = os.pathsep.join(str(base / d) for d in ("functions", "edge"))
+    try:
+        ref = start_tiergate(PORT, tempfile.mkdtemp(prefix="tiergate-bench-"), {"PYTHONPATH": there})
+        procs.append(ref)
+        cand = start_tiergate(PORT + 1, tempfile.mkdtemp(prefix="tiergate-bench-"), {"PYTHONPATH": here})
+        procs.append(cand)
+        cmd = [sys.executable, str(HARNESS), "--gateway-url", f"http://127.0.0.1:{PORT}/v1",
+               "--gateway-pid", str(ref.pid), "--gateway-name", "tg-base", "--api-key", KEY, "--skip-inproc",
+               "--candidate-url", f"http://127.0.0.1:{PORT + 1}/v1", "--candidate-pid", str(cand.pid),
+               "--candidate-name", "tg-new", "--candidate-key", KEY, *flags]
+        return subprocess.call(cmd, cwd=str(HARNESS.parent))
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    finally:
+        for gw in procs:
+            stop(gw)
 
 
 def telemetry_run(mode: str, flags: list[str]) -> int:

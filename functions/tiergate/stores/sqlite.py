@@ -5,11 +5,20 @@ up front, so two processes never both read a counter and then both add to it (th
 read-check-write of a bump is serialized across processes; readers keep reading under
 WAL). ``busy_timeout`` makes a writer wait for the lock instead of failing.
 
-Calls run on a worker thread (one connection per thread) so the event loop never blocks
-on disk. One thread by default: each transaction takes well under a millisecond, and
-threads of one process contending for the write lock only wait in SQLite's busy handler
-(sleeps of up to 100 ms), which measured far worse (bench/admission). Processes still
-contend, through the lock. A bump or a settlement is a single transaction = one round trip.
+The hot-path calls (bump, settle, release, get) run *inline* on the event loop's thread,
+on a connection of its own whose busy timeout is zero: in WAL mode with
+``synchronous=NORMAL`` such a transaction is a few page writes into the OS cache (no
+fsync; checkpoints run on their own thread), ~50 us, far less than handing it to a worker
+thread and back (two thread wake-ups and a loop wake-up per call: measured in the commit
+that made this change). When the write lock is taken -- another process (``--workers``),
+a worker-thread write of this one, a RESTART checkpoint -- the non-blocking flock on
+``<db>-writelock`` or ``BEGIN IMMEDIATE`` fails at once (SQLITE_BUSY), nothing has been
+written, and the call goes to the worker thread,
+which waits for the lock there (``busy_timeout``), off the loop. Everything else
+(queries, scans, key writes) runs on the worker thread (one connection per thread). One
+thread by default: threads of one process contending for the write lock only wait in
+SQLite's busy handler (sleeps of up to 100 ms), which measured far worse (bench/admission).
+A bump or a settlement is a single transaction = one round trip.
 
 Each process stamps its holds with its :class:`~tiergate.stores.liveness.ProcessLease`
 token, so :meth:`SqliteStore.orphaned_holds` finds the holds of dead processes at once,
@@ -70,6 +79,8 @@ CREATE INDEX IF NOT EXISTS holds_expiry ON holds (tbl, expires_at);
 _HOLD_COLUMNS = (("meta", "TEXT"), ("owner", "TEXT"))
 
 _LIVE = "(expires_at IS NULL OR expires_at >= ?)"
+#: SQLITE_BUSY and SQLITE_LOCKED (the low byte of their extended codes): the lock is someone else's.
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 #: WAL frames (4 KiB pages, so ~64 MB) after which the checkpoint thread restarts the WAL: rare
@@ -81,7 +92,7 @@ class SqliteStore(RecordStore):
     kind = "sqlite"
 
     def __init__(self, path: str | Path, *, threads: int = 1, busy_timeout_ms: int = 30_000,
-                 purge_every: int = 1000, checkpoint_interval_s: float = 0.05) -> None:
+                 purge_every: int = 1000, checkpoint_interval_s: float = 2.0) -> None:
         super().__init__()
         self._memory = str(path) == ":memory:"
         self.lease: ProcessLease | None = None
@@ -108,14 +119,20 @@ class SqliteStore(RecordStore):
 
     # --- plumbing ---------------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+    def _conn(self, *, busy_ms: int | None = None) -> sqlite3.Connection:
+        """This thread's connection (``busy_ms=0``: its inline one, which never waits for a lock)."""
+        attr = "conn" if busy_ms is None else "inline_conn"
+        conn = getattr(self._local, attr, None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
+            busy = self._busy_ms if busy_ms is None else busy_ms
+            conn = sqlite3.connect(self.path, timeout=busy / 1000, isolation_level=None,
                                    check_same_thread=False, factory=_Connection)
             if not self._memory:
                 conn.write_lock = os.open(self.path + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
-            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            # The inline connection never waits for the write lock (flock or SQLite's): it
+            # gives the call to the worker thread instead.
+            conn.nonblocking = busy_ms == 0
+            conn.execute(f"PRAGMA busy_timeout={busy}")
             if not self._memory:
                 conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL in WAL: a committed transaction survives a process crash (kill -9);
@@ -126,15 +143,16 @@ class SqliteStore(RecordStore):
                 # The checkpoint thread below does it instead.
                 conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.execute("PRAGMA journal_size_limit=67108864")  # a reset WAL shrinks back to 64 MB
-            with _txn(conn):
-                have = {r[1] for r in conn.execute("PRAGMA table_info(holds)")}
-                if have and not {c for c, _ in _HOLD_COLUMNS} <= have:
-                    for col, kind in _HOLD_COLUMNS:
-                        if col not in have:
-                            conn.execute(f"ALTER TABLE holds ADD COLUMN {col} {kind}")
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    conn.execute(stmt)
-            self._local.conn = conn
+            if busy_ms is None:  # the inline connection comes later: the schema exists by then
+                with _txn(conn):
+                    have = {r[1] for r in conn.execute("PRAGMA table_info(holds)")}
+                    if have and not {c for c, _ in _HOLD_COLUMNS} <= have:
+                        for col, kind in _HOLD_COLUMNS:
+                            if col not in have:
+                                conn.execute(f"ALTER TABLE holds ADD COLUMN {col} {kind}")
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        conn.execute(stmt)
+            setattr(self._local, attr, conn)
             with self._conns_lock:
                 self._conns.append(conn)
         return conn
@@ -144,7 +162,14 @@ class SqliteStore(RecordStore):
         block anyone; once the WAL passes ~64 MB a RESTART round lets the next writer start
         it from the beginning (PASSIVE alone leaves it growing under steady writes).
         Measured on this machine: commit p99.9 0.2 ms this way, 9.9 ms with SQLite's own
-        automatic checkpoint in the committing request."""
+        automatic checkpoint in the committing request.
+
+        A round every 2 s, not more often: a commit that follows a checkpoint round can
+        take milliseconds (inline on the loop's thread, a stall of every request), whether
+        the round fsyncs or not and whichever process runs it. Measured (stream bench, 100
+        streams, commits > 1 ms): 17-20 with a round every 50 ms, 2 every 2 s, 0 with none
+        (the WAL then grows: ~8,000 frames between rounds at ~1,000 settlements/s, under
+        RESTART_AFTER_FRAMES)."""
         conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
                                check_same_thread=False)
         try:
@@ -162,6 +187,28 @@ class SqliteStore(RecordStore):
         self.round_trips += 1
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+
+    async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A short transaction (or point read) inline on the loop's thread while the write
+        lock is free; on SQLITE_BUSY (nothing written: the lock is taken before the first
+        write) or with the cross-process flock taken it runs on the worker thread instead,
+        which waits for the lock."""
+        if self._memory:  # one connection, owned by the worker thread
+            return await self._run(fn)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._conn(busy_ms=0)
+            result = fn(conn)
+        except _LockTaken:  # another connection's flock: it may hold it a while
+            return await self._run(fn)
+        except sqlite3.OperationalError as e:
+            if (e.sqlite_errorcode or 0) & 0xFF not in _BUSY_CODES:
+                raise
+            if conn is not None and conn.in_transaction:  # busy past BEGIN: never keep the lock
+                conn.execute("ROLLBACK")
+            return await self._run(fn)
+        self.round_trips += 1
+        return result
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -181,7 +228,7 @@ class SqliteStore(RecordStore):
 
     async def bump(self, bumps: Sequence[Bump], *, now: int) -> list[int]:
         owner = self.lease.token if self.lease else None
-        return await self._run(lambda c: self._bump(c, bumps, owner))
+        return await self._run_short(lambda c: self._bump(c, bumps, owner))
 
     @staticmethod
     def _bump(c: sqlite3.Connection, bumps: Sequence[Bump], owner: str | None) -> list[int]:
@@ -218,7 +265,9 @@ class SqliteStore(RecordStore):
                      records: Sequence[tuple[str, dict[str, Any]]] = ()) -> None:
         self._settles += 1
         purge = self._settles % self._purge_every == 0
-        await self._run(lambda c: self._settle(c, settlements, corrections, records, purge))
+        # The purge (every purge_every-th settlement) may delete many rows: not on the loop.
+        run = self._run if purge else self._run_short
+        await run(lambda c: self._settle(c, settlements, corrections, records, purge))
 
     def _settle(self, c: sqlite3.Connection, settlements: Sequence[Settlement],
                 corrections: Sequence[Correction], records: Sequence[tuple[str, dict[str, Any]]],
@@ -264,7 +313,7 @@ class SqliteStore(RecordStore):
                                   (k.table, k.pk, k.sk, b.hold_id))
                     c.execute("UPDATE counters SET used = used - ?, reserved = reserved - ? "
                               "WHERE tbl=? AND pk=? AND sk=?", (b.amount, held, k.table, k.pk, k.sk))
-        await self._run(go)
+        await self._run_short(go)
 
     async def read_counters(self, keys: Sequence[CounterKey]) -> dict[CounterKey, CounterState]:
         def go(c: sqlite3.Connection) -> dict[CounterKey, CounterState]:
@@ -334,7 +383,7 @@ class SqliteStore(RecordStore):
         await self._run(go)
 
     async def get(self, table: str, pk: str, sk: str) -> dict[str, Any] | None:
-        return await self._run(lambda c: _get(c, table, pk, sk, int(time.time())))
+        return await self._run_short(lambda c: _get(c, table, pk, sk, int(time.time())))
 
     async def delete(self, table: str, pk: str, sk: str, cond: Cond | None = None) -> None:
         cond = cond or Cond()
@@ -375,6 +424,11 @@ class SqliteStore(RecordStore):
 
 class _Connection(sqlite3.Connection):
     write_lock: int | None = None  # fd of "<db>-writelock" (None: in-memory database)
+    nonblocking = False  # True: the loop thread's inline connection (flock with LOCK_NB)
+
+
+class _LockTaken(Exception):
+    """The inline connection found the cross-process write lock taken (nothing written)."""
 
 
 class _txn:
@@ -387,7 +441,13 @@ class _txn:
 
     def __enter__(self) -> sqlite3.Connection:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            if getattr(self.c, "nonblocking", False):
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _LockTaken from None
+            else:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             self.c.execute("BEGIN IMMEDIATE")
         except BaseException:

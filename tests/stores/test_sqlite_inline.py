@@ -1,0 +1,64 @@
+"""SQLite's hot-path calls run inline on the loop's thread, and go to the worker thread
+(never blocking the loop) while someone else holds the write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+from tiergate.stores.base import Bump, CounterKey, Settlement
+from tiergate.stores.sqlite import SqliteStore
+
+K = CounterKey("budgets", "b#key#k1", "d2030-01-01")
+FAR = int(time.time()) + 3600
+
+
+async def test_bump_and_settle_run_on_the_loop_thread_when_the_lock_is_free(tmp_path):
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    seen: list[str] = []
+    original = SqliteStore._bump
+
+    def spy(c, bumps):
+        seen.append(threading.current_thread().name)
+        return original(c, bumps)
+
+    store._bump = spy  # type: ignore[method-assign]
+    try:
+        assert await store.bump([Bump(K, 5, 95, FAR, "h1", FAR)], now=0) == [5]
+        await store.settle([Settlement(K, "h1", 5, 3)])
+        assert seen == [threading.current_thread().name]
+        assert (await store.read_counters([K]))[K].used == 3
+        assert store.round_trips == 3  # bump, settle, read: one each
+    finally:
+        await store.aclose()
+
+
+async def test_a_held_write_lock_sends_the_bump_off_the_loop_and_it_waits_for_the_lock(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = SqliteStore(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # e.g. another worker process
+    try:
+        await store.bump([Bump(K, 1, None, FAR)], now=0)  # the inline connection exists
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE counters SET used = used + 10")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        bump = asyncio.create_task(store.bump([Bump(K, 5, None, FAR)], now=0))
+        await asyncio.sleep(0.3)
+        assert not bump.done() and ticks >= 10  # waiting for the lock, and the loop runs
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(bump, 10) == [1 + 10 + 5]
+        t.cancel()
+        assert (await store.read_counters([K]))[K].used == 16
+    finally:
+        other.close()
+        await store.aclose()
