@@ -20,9 +20,9 @@ async def test_bump_and_settle_run_on_the_loop_thread_when_the_lock_is_free(tmp_
     seen: list[str] = []
     original = SqliteStore._bump
 
-    def spy(c, bumps):
+    def spy(c, bumps, owner):
         seen.append(threading.current_thread().name)
-        return original(c, bumps)
+        return original(c, bumps, owner)
 
     store._bump = spy  # type: ignore[method-assign]
     try:
