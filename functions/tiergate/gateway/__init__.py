@@ -17,6 +17,10 @@ the answer sent upstream is capped at what the reservation covers
 The budget's tier ceiling (soft limit) is asked of admission before planning, so a
 request is planned once; only the request whose own reservation first crosses the soft
 limit is re-planned below the ceiling the reservation reported.
+
+The package: this module is the path itself (:class:`Gateway`); :mod:`.results` holds
+what a door gets back and renders the headers, :mod:`.admitted` an admitted request's
+state, :mod:`.stream_run` a streamed answer and its one settlement.
 """
 
 from __future__ import annotations
@@ -26,19 +30,29 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from tiergate.cache.replay import StreamCollector, hit_response, replay_chunks
 from tiergate.cache.service import NO_CACHE, Lookup
 from tiergate.config.budgets import BudgetsConfig
 from tiergate.config.catalog import ModelSpec
-from tiergate.dialects import native as native_dialects
 from tiergate.errors import GatewayError, NoRouteAvailable, OffloadUnavailable
 from tiergate.execution.billing import Verdict, request_verdict
-from tiergate.execution.executor import AttemptRecord, CallContext, ExecResult, StreamHandle, tried
+from tiergate.execution.executor import AttemptRecord, CallContext, ExecResult, tried
+from tiergate.gateway.admitted import Admitted, capability, trace_fields
+from tiergate.gateway.results import (
+    SSE_DONE,
+    Completed,
+    Deferred,
+    ResponseMeta,
+    Streaming,
+    dialect_of,
+    header_safe,
+    safe_headers,
+    sse,
+    usage_block,
+)
+from tiergate.gateway.stream_run import StreamRun
 from tiergate.limits.admission import AdmissionRequest, Outcome, Principal, Ticket, new_request_id
 from tiergate.limits.estimate import MIN_ANSWER_TOKENS, affordable_output, cap_output, reserve_prompt
 from tiergate.limits.idempotency import Hit, request_hash
@@ -46,7 +60,6 @@ from tiergate.request import GatewayRequest, ModelRef, TraceParent
 from tiergate.routing.affinity import response_tool_call, session_of
 from tiergate.routing.plan import RoutePlan
 from tiergate.services import Services
-from tiergate.tokens import content_tokens
 
 log = logging.getLogger(__name__)
 
@@ -56,160 +69,11 @@ FALLBACK_MAX_OUTPUT = 4096
 DEFER_HEADER = "x-tiergate-defer"
 #: Front door -> the OpenTelemetry GenAI operation name (every other door is "chat").
 GENAI_OPERATIONS = {"embeddings": "embeddings", "completions": "text_completion"}
-SSE_DONE = b"data: [DONE]\n\n"
 _NO_BUDGETS = BudgetsConfig()
 
-
-def header_safe(text: object, limit: int = 400) -> str:
-    """HTTP header values must be latin-1 without control characters; keep them ASCII,
-    printable and bounded, whatever the text came from (every ``x-tiergate-*`` value goes
-    through here, so no value can make the server drop a response it already paid for)."""
-    text = text if isinstance(text, str) else str(text)
-    if text.isascii() and text.isprintable():
-        return text[:limit]
-    safe = text.encode("ascii", "replace").decode()
-    return "".join(c if " " <= c <= "~" else "?" for c in safe)[:limit]
-
-
-def safe_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: header_safe(v, 1000) for k, v in headers.items()}
-
-
-def sse(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-@dataclass(slots=True)
-class ResponseMeta:
-    """What answered and why: rendered once into the ``x-tiergate-*`` headers."""
-
-    request_id: str
-    deployment: ModelSpec
-    attempts: int
-    reason: str
-    cost_usd: float | None = None
-    budget_headers: dict[str, str] = field(default_factory=dict)
-    cascade: str | None = None
-    replay: bool = False
-    #: The cache step's outcome (x-tiergate-cache, -age, -similarity, -reason).
-    cache: Lookup | None = None
-
-    def headers(self) -> dict[str, str]:
-        d = self.deployment
-        h = {"x-request-id": header_safe(self.request_id), "x-tiergate-model": header_safe(d.name),
-             "x-tiergate-deployment": header_safe(d.deployment_id), "x-tiergate-tier": str(d.tier),
-             "x-tiergate-attempts": str(self.attempts), "x-tiergate-route-reason": header_safe(self.reason)}
-        if self.cost_usd is not None:
-            h["x-tiergate-cost-usd"] = f"{self.cost_usd:.10f}"
-        if self.cascade is not None:
-            h["x-tiergate-cascade"] = header_safe(self.cascade, 1000)
-        h.update({k: header_safe(v) for k, v in self.budget_headers.items()})
-        if self.replay:
-            h["x-tiergate-idempotent-replay"] = "true"
-        if self.cache is not None:
-            h.update({k: header_safe(v) for k, v in self.cache.headers().items()})
-        return h
-
-
-def dialect_of(response: dict[str, Any]) -> str:
-    """The shape of an answer (a replayed one carries no tag): "anthropic" for an Anthropic
-    ``message`` and "responses" for an OpenAI ``response`` (a native deployment answered),
-    "embeddings", else "chat"."""
-    if response.get("type") == "message":
-        return "anthropic"
-    return {"response": "responses", "list": "embeddings"}.get(response.get("object"), "chat")
-
-
-@dataclass(slots=True)
-class Completed:
-    """A settled, non-streamed answer: an OpenAI ``chat.completion`` dict with ``usage`` --
-    or, per ``dialect``, an embeddings list or a native deployment's own answer (an
-    Anthropic ``message``), which the door renders as is."""
-
-    response: dict[str, Any]
-    meta: ResponseMeta
-    status: int = 200
-    #: A replayed idempotent response keeps the headers it was first sent with.
-    stored_headers: dict[str, str] | None = None
-    dialect: str = "chat"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        if self.stored_headers is not None:
-            # An idempotent replay is not a cache hit: the first response's cache headers go.
-            kept = {k: v for k, v in self.stored_headers.items() if not k.startswith("x-tiergate-cache")}
-            return {**safe_headers(kept), "x-tiergate-idempotent-replay": "true"}
-        return self.meta.headers()
-
-    @property
-    def deployment(self) -> ModelSpec:
-        return self.meta.deployment
-
-    @property
-    def cost_usd(self) -> float:
-        return self.meta.cost_usd or 0.0
-
-
-@dataclass(slots=True)
-class Streaming:
-    """A stream ready to send: ``chunks`` yields ``chat.completion.chunk`` dicts (or, when
-    ``dialect`` is native, that dialect's event dicts) and settles the request itself
-    before it ends (or when closed early). A door that gives up on the stream without
-    iterating it must still ``await streaming.aclose()``."""
-
-    meta: ResponseMeta
-    chunks: AsyncIterator[dict[str, Any]]
-    include_usage: bool
-    dialect: str = "chat"
-    #: What settles the request (closed after ``chunks``, which may wrap it unstarted).
-    run: Any = None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return self.meta.headers()
-
-    async def aclose(self) -> None:
-        for it in (self.chunks, self.run):
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """The edge queued the request (the cloud is needed and unreachable)."""
-
-    job_id: str
-
-
-@dataclass(slots=True)
-class _Admitted:
-    plan: RoutePlan
-    ticket: Ticket
-    ctx: CallContext
-    started: float
-    notes: list[str] = field(default_factory=list)
-    #: The GenAI ``gen_ai.operation.name`` of the door (telemetry).
-    operation: str = "chat"
-    #: The caller's trace context: the request's span is its child (telemetry).
-    trace: TraceParent | None = None
-    #: Prompt tokens the reservation covers (the estimate plus its margin).
-    prompt_reserved: int = 0
-    #: Reservations for retries after an attempt with an unknown outcome (one each).
-    extra: list[Ticket] = field(default_factory=list)
-
-    @property
-    def tickets(self) -> list[Ticket]:
-        return [self.ticket, *self.extra]
-
-    def meta(self, spec: ModelSpec, attempts: list[AttemptRecord], cost: float | None = None) -> ResponseMeta:
-        return ResponseMeta(self.ctx.request_id, spec, tried(attempts), "; ".join([self.plan.reason, *self.notes]),
-                            cost, dict(self.ticket.headers))
-
-
-def usage_block(prompt: int, completion: int, cost_usd: float) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "cost_usd": round(cost_usd, 10)}
+#: What a front door imports from here (the result types live in :mod:`.results`).
+__all__ = ["DEFER_HEADER", "FALLBACK_MAX_OUTPUT", "GENAI_OPERATIONS", "SSE_DONE", "Completed", "Deferred", "Gateway",
+           "ResponseMeta", "Streaming", "dialect_of", "header_safe", "safe_headers", "sse", "usage_block"]
 
 
 class Gateway:
@@ -249,7 +113,7 @@ class Gateway:
         ticket = await self.s.admission.admit(principal, AdmissionRequest(
             request_id=request_id, deployment=spec, prompt_tokens=req.needs.prompt_tokens, max_output_tokens=0,
             estimate_usd=0.0, free=True))
-        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
+        a = Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
                       operation="count_tokens", trace=req.trace)
         try:
             counted = await self.s.executor.count_tokens(spec, req.native) if req.native is not None else None
@@ -332,7 +196,7 @@ class Gateway:
             max_out = spec.max_output_tokens or FALLBACK_MAX_OUTPUT
         return p, max_out, spec.cost_usd(p, max_out)
 
-    async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> _Admitted:
+    async def _admit(self, req: GatewayRequest, principal: Principal, plan: RoutePlan) -> Admitted:
         started = time.perf_counter()
         request_id = new_request_id()
         budgets = self.s.catalog.budgets
@@ -342,7 +206,7 @@ class Gateway:
             estimate_usd=est))
         deadline = time.monotonic() + self.s.catalog.reliability.deadline_s
         ctx = CallContext(request_id=request_id, deadline=deadline, client_gone=req.client_gone)
-        a = _Admitted(plan, ticket, ctx, started,
+        a = Admitted(plan, ticket, ctx, started,
                       operation=GENAI_OPERATIONS.get(req.door, "chat"), prompt_reserved=p,
                       trace=req.trace)
         try:
@@ -390,7 +254,7 @@ class Gateway:
         a.ctx.prepare = prepare
         return a
 
-    async def _swap_last(self, a: _Admitted, new: Ticket) -> None:
+    async def _swap_last(self, a: Admitted, new: Ticket) -> None:
         """``new`` takes the place of the last reservation, which is released (it covered no
         call whose outcome is unknown)."""
         old = a.tickets[-1]
@@ -402,7 +266,7 @@ class Gateway:
             deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=0.0, attempts=0,
             outcome="released", upstream_called=False)))
 
-    async def _settle(self, a: _Admitted, outcome: Outcome, req: GatewayRequest | None = None,
+    async def _settle(self, a: Admitted, outcome: Outcome, req: GatewayRequest | None = None,
                       ticket: Ticket | None = None) -> None:
         """Settle one reservation (durable when it returns) and publish the request's
         telemetry. With labels collected, the request's label record is written alongside
@@ -429,10 +293,10 @@ class Gateway:
             "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
             "attempts": outcome.attempts, "fallback": outcome.fallback, "outcome": outcome.outcome,
             "cache_hit": outcome.cache_hit, "saved_usd": outcome.saved_usd, "task_type": outcome.capability,
-            "budget_utilization_percent": t.budget_utilization_percent, **_trace_fields(a.trace),
+            "budget_utilization_percent": t.budget_utilization_percent, **trace_fields(a.trace),
         })
 
-    async def _settle_all(self, a: _Admitted, final: Outcome | None, verdict: Verdict,
+    async def _settle_all(self, a: Admitted, final: Outcome | None, verdict: Verdict,
                           req: GatewayRequest | None = None) -> None:
         """Settle every reservation of the request: one per attempt whose outcome is unknown
         (charged at its reservation), then the last with ``final`` (the answer, or a known
@@ -447,17 +311,17 @@ class Gateway:
             if i < len(unknown) and (final is None or not last):
                 oc = Outcome(deployment=t.deployment, prompt_tokens=t.reserved_tokens, completion_tokens=0,
                              cost_usd=t.reserved_usd, latency_ms=latency, attempts=tried(a.ctx.attempts),
-                             outcome=f"unknown:{unknown[i].outcome}", capability=_capability(a.plan),
+                             outcome=f"unknown:{unknown[i].outcome}", capability=capability(a.plan),
                              charge_reservation=True)
             elif final is not None:
                 oc = final
             else:
                 oc = Outcome(deployment=None, prompt_tokens=0, completion_tokens=0, cost_usd=0.0, latency_ms=latency,
                              attempts=tried(a.ctx.attempts), outcome=f"error:{verdict.code}",
-                             capability=_capability(a.plan), upstream_called=verdict.upstream_called)
+                             capability=capability(a.plan), upstream_called=verdict.upstream_called)
             await asyncio.shield(self._settle(a, oc, req if last and oc is final else None, t))
 
-    async def _fail(self, a: _Admitted, err: BaseException) -> None:
+    async def _fail(self, a: Admitted, err: BaseException) -> None:
         """Settle a request that ended in ``err``: released if no provider was called,
         charged at the reservation for each attempt whose outcome is unknown."""
         await self._settle_all(a, None, request_verdict(err, a.ctx.attempts, a.ctx.in_flight))
@@ -501,7 +365,7 @@ class Gateway:
             raise
         ok = Outcome(deployment=r.deployment, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
                      cost_usd=r.cost_usd, latency_ms=(time.perf_counter() - a.started) * 1000,
-                     attempts=tried(r.attempts), outcome="ok", capability=_capability(a.plan),
+                     attempts=tried(r.attempts), outcome="ok", capability=capability(a.plan),
                      fallback=r.deployment.deployment_id != a.plan.candidates[0].deployment_id)
         verdict = request_verdict(None, a.ctx.attempts, False)
         try:
@@ -514,7 +378,7 @@ class Gateway:
         await self._remember(principal, sess, r.deployment, r.response)
         return await self._keep(look, done)
 
-    def _completed(self, a: _Admitted, r: ExecResult) -> Completed:
+    def _completed(self, a: Admitted, r: ExecResult) -> Completed:
         usage = r.response["usage"]  # a dict: the executor makes sure
         if r.dialect == "chat":
             usage.setdefault("prompt_tokens", r.prompt_tokens)
@@ -542,7 +406,7 @@ class Gateway:
             await self._fail(a, e)
             raise
         ttft_ms = (time.perf_counter() - a.started) * 1000  # the handle holds the first chunk
-        run = _StreamRun(self, a, h, req, ttft_ms)
+        run = StreamRun(self._settle_all, self.s.circuits, a, h, req, ttft_ms)
         try:
             await self._remember(principal, sess, h.deployment)
         except BaseException:
@@ -574,13 +438,13 @@ class Gateway:
         usage = response.get("usage") or {}
         ticket = Ticket(request_id=request_id, principal=principal, deployment=spec, reserved_usd=0.0,
                         reserved_tokens=0)
-        a = _Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
+        a = Admitted(plan, ticket, CallContext(request_id=request_id, deadline=time.monotonic()), started,
                       trace=trace)
         await asyncio.shield(self._settle(a, Outcome(
             deployment=spec, prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0), cost_usd=0.0,
             latency_ms=(time.perf_counter() - started) * 1000, attempts=0, outcome="cache_hit", cache_hit=True,
-            saved_usd=look.entry.cost_usd, capability=_capability(plan))))
+            saved_usd=look.entry.cost_usd, capability=capability(plan))))
         similar = f" (similarity {look.similarity:.3f})" if look.similarity is not None else ""
         meta = ResponseMeta(request_id, spec, 0, f"cache {look.status}{similar}: answered by {spec.name} "
                             f"{int(look.age_s or 0)}s ago", 0.0, cache=look)
@@ -640,183 +504,8 @@ class Gateway:
                                "cost_usd": r.cost_usd, "latency_ms": (time.perf_counter() - started) * 1000,
                                "attempts": r.attempts,
                                "cascade_policy": plan.cascade_policy, "cascade_steps": len(r.steps),
-                               "outcome": "ok", "task_type": _capability(plan), **_trace_fields(req.trace)})
+                               "outcome": "ok", "task_type": capability(plan), **trace_fields(req.trace)})
         return Completed(r.response, meta)
-
-
-class _StreamRun:
-    """One streamed answer: forwards the upstream's chunks (cost in the usage chunk) -- or,
-    from a native deployment, its events unchanged (usage from the events that report it,
-    :mod:`tiergate.dialects.native`) -- and settles exactly once: before the end (before
-    a native stream's final event), on a mid-stream failure, when the client leaves, and
-    also when it is closed before it was ever iterated (an async generator that never
-    started runs no ``finally``, so this is a class)."""
-
-    def __init__(self, gw: Gateway, a: _Admitted, h: StreamHandle, req: GatewayRequest, ttft_ms: float) -> None:
-        self.gw, self.a, self.h, self.req, self.ttft_ms = gw, a, h, req, ttft_ms
-        self.spec = h.deployment
-        self.dialect = h.dialect
-        self.prompt_est = req.needs.prompt_tokens
-        self.usage: dict[str, Any] | None = None          # chat: the usage chunk's
-        self.p: int | None = None                          # native: tokens the events reported
-        self.c: int | None = None
-        self.text: list[str] = []  # only to estimate usage when the upstream reports none
-        self.settled = False
-        self._judged = False
-        self._gen = self._chunks() if self.dialect == "chat" else self._native()
-
-    def __aiter__(self) -> _StreamRun:
-        return self
-
-    def __anext__(self) -> Any:
-        return self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        try:
-            await self._gen.aclose()
-        finally:
-            self._verdict(None)
-            if not self.settled:
-                # Closed before the first step: the first chunk was produced and is billed.
-                if self.h.first is not None:
-                    self._count(self.h.first)
-                await self._settle("client_disconnected")
-            await _close(self.h.rest)
-
-    def _verdict(self, ok: bool | None) -> None:
-        """The circuit's verdict, once the stream has ended (None: no verdict)."""
-        if self._judged:
-            return
-        self._judged = True
-        circuits, did = self.gw.s.circuits, self.spec.deployment_id
-        if ok is True:
-            circuits.record_success(did)
-        elif ok is False:
-            circuits.record_failure(did)
-        else:
-            circuits.release(did)
-
-    def _count(self, chunk: dict[str, Any]) -> None:
-        if self.dialect != "chat":
-            up, uc = native_dialects.event_usage(self.dialect, chunk)
-            self.p, self.c = up or self.p, uc if uc is not None else self.c
-            if self.c is None:
-                self.text.append(native_dialects.event_text(self.dialect, chunk))
-            return
-        u = chunk.get("usage")
-        if u:
-            self.usage = u
-            u["cost_usd"] = round(self.spec.cost_usd(u.get("prompt_tokens", self.prompt_est),
-                                                     u.get("completion_tokens", 0)), 10)
-        elif self.usage is None:
-            for ch in chunk.get("choices") or ():
-                content = (ch.get("delta") or {}).get("content")
-                if content:
-                    self.text.append(content)
-
-    def _tokens(self) -> tuple[int, int]:
-        if self.dialect != "chat":
-            return (self.prompt_est if self.p is None else self.p,
-                    content_tokens("".join(self.text)) if self.c is None else self.c)
-        u = self.usage or {}
-        return (u.get("prompt_tokens", self.prompt_est),
-                u["completion_tokens"] if "completion_tokens" in u else content_tokens("".join(self.text)))
-
-    async def _settle(self, outcome: str) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        p, c = self._tokens()
-        a = self.a
-        await self.gw._settle_all(a, Outcome(
-            deployment=self.spec, prompt_tokens=p, completion_tokens=c, cost_usd=self.spec.cost_usd(p, c),
-            latency_ms=(time.perf_counter() - a.started) * 1000, attempts=tried(self.h.attempts), outcome=outcome,
-            capability=_capability(a.plan), ttft_ms=self.ttft_ms,
-            fallback=self.spec.deployment_id != a.plan.candidates[0].deployment_id),
-            request_verdict(None, self.h.attempts, False), self.req)
-
-    async def _upstream(self) -> AsyncIterator[dict[str, Any]]:
-        """The upstream's chunks (first one included), counted; failures judged and settled."""
-        h = self.h
-        try:
-            pending = [h.first] if h.first is not None else []
-            while True:
-                if pending:
-                    chunk = pending.pop()
-                else:
-                    try:
-                        chunk = await h.rest.__anext__()
-                    except StopAsyncIteration:
-                        break
-                self._count(chunk)
-                yield chunk
-        except GatewayError as e:
-            # Mid-stream failure: bill what was produced, end with an error event. The
-            # deployment failed after its first byte: that counts against its circuit.
-            self._verdict(False if e.counts_against_deployment else None)
-            await self._settle(f"error:{e.code}")
-            raise
-        except BaseException:
-            # The client went away (or the stream was closed early): bill what was produced.
-            self._verdict(None)
-            await self._settle("client_disconnected")
-            raise
-        finally:
-            await _close(h.rest)
-        self._verdict(True)
-
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        spec, first, last = self.spec, self.h.first, None
-        up = self._upstream()
-        try:
-            async for chunk in up:
-                last = chunk
-                yield chunk
-        finally:
-            await up.aclose()
-        if self.usage is None:
-            # The upstream reported no usage: send our estimate so the client still gets one.
-            c = content_tokens("".join(self.text))
-            base = first or last or {}
-            yield {"id": base.get("id", "chatcmpl-tg"), "object": "chat.completion.chunk",
-                   "created": base.get("created", int(time.time())), "model": base.get("model", spec.name),
-                   "choices": [], "usage": usage_block(self.prompt_est, c, spec.cost_usd(self.prompt_est, c))}
-        # Settle before the end: the client's last event means the record is durable.
-        await self._settle("ok")
-
-    async def _native(self) -> AsyncIterator[dict[str, Any]]:
-        final = native_dialects.FINAL_EVENTS[self.dialect]
-        held: dict[str, Any] | None = None  # the final event waits for the settlement
-        up = self._upstream()
-        try:
-            async for event in up:
-                if event.get("type") in final:
-                    held = event
-                    continue
-                yield event
-        finally:
-            await up.aclose()
-        await self._settle("ok")
-        if held is not None:
-            yield held
-
-
-async def _close(it: Any) -> None:
-    """Close an upstream iterator (its connection goes back to the pool); never raises."""
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # a broken upstream stream may fail to close; it is released anyway
-            pass
-
-
-def _trace_fields(trace: TraceParent | None) -> dict[str, str]:
-    return {} if trace is None else {"traceparent": trace.traceparent, "tracestate": trace.tracestate}
-
-
-def _capability(plan: RoutePlan) -> str | None:
-    return plan.task.task_type if plan.task else None
 
 
 def _replay_meta(hit: Hit) -> ResponseMeta:
