@@ -62,3 +62,22 @@ async def test_a_held_write_lock_sends_the_bump_off_the_loop_and_it_waits_for_th
     finally:
         other.close()
         await store.aclose()
+
+
+async def test_record_bodies_round_trip_and_a_body_json_dumps_wrote_with_nan_still_reads(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = SqliteStore(path)
+    rec = {"pk": "u#t1", "sk": "2030#1", "tenant": "t1", "ts": "2030-01-01", "model": "modèle ✓", "cost_usd": 1.5e-05,
+           "tokens": 12, "cached": False, "key_id": None, "tags": ["a", "b"]}
+    try:
+        await store.put("usage", rec)
+        assert await store.get("usage", "u#t1", "2030#1") == rec
+        old = sqlite3.connect(path, isolation_level=None)  # a row as the json.dumps writer left it
+        old.execute("INSERT INTO records (tbl, pk, sk, tenant, ts, expires_at, body) VALUES (?,?,?,?,?,?,?)",
+                    ("usage", "u#t1", "2030#0", "t1", "2030-01-01", None,
+                     '{"pk":"u#t1","sk":"2030#0","cost_usd":NaN}'))
+        old.close()
+        got = await store.get("usage", "u#t1", "2030#0")
+        assert got is not None and got["sk"] == "2030#0" and got["cost_usd"] != got["cost_usd"]  # NaN
+    finally:
+        await store.aclose()

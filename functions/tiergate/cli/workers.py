@@ -41,12 +41,22 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def http_protocol() -> Any:
+    """uvicorn's ``http``: httptools with the head and body of a sized response in one
+    write (:mod:`tiergate.cli.http_protocol`), or uvicorn's choice without httptools."""
+    try:
+        from tiergate.cli.http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def _worker(factory: str, host: str, port: int, log_level: str, access_log: bool) -> None:
     import uvicorn
 
     sock = reuseport_socket(host, port)
     config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level,
-                            access_log=access_log, loop="auto", http="auto")
+                            access_log=access_log, loop="auto", http=http_protocol())
     if access_log:  # as a single-process server: one line per request even at the warning level
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.Server(config).run(sockets=[sock])

@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from tiergate.stores.base import (
     Bump,
     Cond,
@@ -397,19 +399,19 @@ class SqliteStore(RecordStore):
                     limit: int = 1000) -> list[dict[str, Any]]:
         sql = f"SELECT body FROM records WHERE tbl=? AND pk=? AND sk >= ? AND sk <= ? AND {_LIVE} ORDER BY sk LIMIT ?"
         args = (table, pk, sk_from or "", sk_to or "\U0010ffff", int(time.time()), limit)
-        return await self._run(lambda c: [json.loads(r[0]) for r in c.execute(sql, args)])
+        return await self._run(lambda c: [_load(r[0]) for r in c.execute(sql, args)])
 
     async def query_tenant(self, table: str, tenant: str, *, ts_from: str | None = None,
                            ts_to: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         sql = (f"SELECT body FROM records WHERE tbl=? AND tenant=? AND ts >= ? AND ts <= ? AND {_LIVE} "
                "ORDER BY ts LIMIT ?")
         args = (table, tenant, ts_from or "", ts_to or "\U0010ffff", int(time.time()), limit)
-        return await self._run(lambda c: [json.loads(r[0]) for r in c.execute(sql, args)])
+        return await self._run(lambda c: [_load(r[0]) for r in c.execute(sql, args)])
 
     async def scan(self, table: str, *, limit: int = 1000) -> list[dict[str, Any]]:
         sql = f"SELECT body FROM records WHERE tbl=? AND {_LIVE} LIMIT ?"
         args = (table, int(time.time()), limit)
-        return await self._run(lambda c: [json.loads(r[0]) for r in c.execute(sql, args)])
+        return await self._run(lambda c: [_load(r[0]) for r in c.execute(sql, args)])
 
 
 # --- the write lock across processes (tiergate serve --workers N) ----------------------
@@ -479,7 +481,7 @@ def _read_counter(c: sqlite3.Connection, k: CounterKey) -> CounterState | None:
 def _get(c: sqlite3.Connection, table: str, pk: str, sk: str, now: int) -> dict[str, Any] | None:
     row = c.execute(f"SELECT body FROM records WHERE tbl=? AND pk=? AND sk=? AND {_LIVE}",
                     (table, pk, sk, now)).fetchone()
-    return json.loads(row[0]) if row else None
+    return _load(row[0]) if row else None
 
 
 def _check(current: dict[str, Any] | None, cond: Cond) -> None:
@@ -493,10 +495,22 @@ def _check(current: dict[str, Any] | None, cond: Cond) -> None:
             raise ConditionFailed(f"{k} differs")
 
 
+def _dump(rec: dict[str, Any]) -> str:
+    """A record's body column: orjson (a usage record in ~1 us; json.dumps took ~7)."""
+    return orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _load(body: str) -> dict[str, Any]:
+    try:
+        return orjson.loads(body)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:
+        return json.loads(body)  # type: ignore[no-any-return]  # a body json.dumps wrote with NaN
+
+
 def _put(c: sqlite3.Connection, table: str, rec: dict[str, Any], cond: Cond) -> None:
     now = cond.now or int(time.time())
     if cond.absent or cond.exists or cond.equals:
         _check(_get(c, table, rec["pk"], rec["sk"], now), cond)
     c.execute("INSERT OR REPLACE INTO records (tbl, pk, sk, tenant, ts, expires_at, body) VALUES (?,?,?,?,?,?,?)",
               (table, rec["pk"], rec["sk"], rec.get("tenant"), rec.get("ts"), rec.get("expires_at"),
-               json.dumps(rec, separators=(",", ":"))))
+               _dump(rec)))

@@ -1,0 +1,69 @@
+"""uvicorn's httptools protocol, writing a sized response's head and body in one write.
+
+uvicorn writes the status line and headers when the app sends ``http.response.start``
+and the body when it sends ``http.response.body``: two ``send`` system calls for every
+JSON answer, and on loopback each call also pays for the receiver's wakeup (the socket
+writes were a third of the gateway's CPU at 16 connections). For a response with a
+``content-length`` (its body follows at once), this protocol holds the head until the
+first body write and writes both together. A streamed (chunked) response's head still
+goes out at once: an event stream's client sees its 200 before the first event.
+
+``tiergate serve`` passes this class as uvicorn's ``http`` when httptools is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+
+class _HeldWrites:
+    """A transport that keeps what is written until :meth:`release` (or a close)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def release(self) -> Any:
+        if self.parts:
+            self.transport.write(b"".join(self.parts))
+            self.parts = []
+        return self.transport
+
+    def close(self) -> None:
+        self.release().close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self.transport, name)
+
+
+class _CoalescingCycle(RequestResponseCycle):
+    async def send(self, message: Any) -> None:
+        if isinstance(self.transport, _HeldWrites):  # the first body write after a held head
+            try:
+                await super().send(message)
+            finally:
+                self.transport = self.transport.release()
+            return
+        starting = not self.response_started and message["type"] == "http.response.start"
+        if not starting:
+            await super().send(message)
+            return
+        held = _HeldWrites(self.transport)
+        self.transport = held  # type: ignore[assignment]
+        try:
+            await super().send(message)
+        finally:
+            if self.chunked_encoding is not False or self.expected_content_length == 0:
+                self.transport = held.release()  # a stream, an empty or a refused response: now
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # The cycle is uvicorn's (built in on_headers_complete); only its send differs.
+        cycle.__class__ = _CoalescingCycle
+        super()._start_asgi_task(cycle, app)

@@ -1,0 +1,96 @@
+"""tiergate.cli.http_protocol under a real uvicorn server: a sized response leaves in one
+write (head and body together), a stream's head leaves before its first event, and
+keep-alive, ``connection: close`` and HEAD still behave as HTTP says."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tiergate.cli.http_protocol import CoalescingHttpToolsProtocol
+
+WRITES: list[bytes] = []
+RELEASE = threading.Event()
+
+
+class _CountingProtocol(CoalescingHttpToolsProtocol):
+    """Records every write the cycle makes to the real transport."""
+
+    def connection_made(self, transport: Any) -> None:
+        real_write = transport.write
+
+        class _Counted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(transport, name)
+
+            def write(self, data: bytes) -> None:
+                WRITES.append(bytes(data))
+                real_write(data)
+
+        super().connection_made(_Counted())  # type: ignore[arg-type]
+
+
+async def _app(scope: dict, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await receive()
+    if scope["path"] == "/json":
+        body = b'{"ok":true}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+    else:  # an event stream: its first event waits until the test has seen the head
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        while not RELEASE.is_set():
+            await asyncio.sleep(0.01)
+        for i in range(3):
+            await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(_app, http=_CountingProtocol, log_level="warning", lifespan="off"))
+    t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(5)
+
+
+def test_a_sized_response_is_one_write_and_keep_alive_holds(server: str) -> None:
+    WRITES.clear()
+    with httpx.Client(base_url=server) as c:
+        answers = [c.post("/json", content=b"{}") for _ in range(3)]
+    assert [(r.status_code, r.json()) for r in answers] == [(200, {"ok": True})] * 3
+    assert len(WRITES) == 3  # each: status line, headers and body in one write
+    assert all(w.startswith(b"HTTP/1.1 200 OK\r\n") and w.endswith(b'\r\n\r\n{"ok":true}') for w in WRITES)
+
+
+def test_connection_close_and_head_are_answered_whole(server: str) -> None:
+    r = httpx.post(server + "/json", content=b"{}", headers={"connection": "close"})
+    assert r.status_code == 200 and r.json() == {"ok": True} and r.headers["connection"] == "close"
+    h = httpx.head(server + "/json")
+    assert h.status_code == 200 and h.content == b"" and h.headers["content-length"] == "11"
+
+
+def test_a_streams_head_leaves_before_its_first_event(server: str) -> None:
+    RELEASE.clear()
+    with httpx.stream("POST", server + "/stream", content=b"{}", timeout=5) as r:
+        assert r.status_code == 200  # the head arrived while the app still holds its events
+        RELEASE.set()
+        assert r.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
