@@ -27,7 +27,7 @@ from tiergate.providers import error_mapping
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
 from tiergate.providers.http_client import aiohttp
-from tiergate.providers.passthrough import NativeWire, PassesThrough
+from tiergate.providers.passthrough import NativeWire, PassesThrough, open_stream
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -147,21 +147,10 @@ class OpenAICompatProvider(PassesThrough):
         return data
 
     async def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        session = self._http()
         dep_id = call.deployment.deployment_id
         url, content, headers = self._request(call, True)
-        try:
-            async with asyncio.timeout(call.timeout_s):
-                resp = await session.post(url, data=content, headers=headers,
-                                          timeout=self._timeout(call.timeout_s, True))
-                if resp.status >= 400:
-                    try:
-                        raw = await resp.read()
-                    finally:
-                        resp.release()
-                    raise error_for_status(resp.status, resp.headers, raw, dep_id)
-        except _TRANSPORT_ERRORS as e:
-            raise error_for_transport(e, dep_id) from e
+        resp = await open_stream(self._http(), url, content, headers, call.timeout_s,
+                                 self._timeout(call.timeout_s, True), dep_id, error_for_transport)
         try:
             async for chunk in _events(resp.content.iter_any(), dep_id):
                 yield chunk

@@ -53,6 +53,28 @@ def _transport_error(exc: BaseException, dep: str) -> errors.UpstreamError:
     return error_mapping.error_for_transport(exc, dep, unreachable=_UNREACHABLE, timeouts=_TIMEOUTS)
 
 
+async def open_stream(session: aiohttp.ClientSession, url: str, content: bytes, headers: dict[str, str],
+                      deadline_s: float, timeout: aiohttp.ClientTimeout, dep: str,
+                      transport_error: Callable[[BaseException, str], errors.UpstreamError]
+                      ) -> aiohttp.ClientResponse:
+    """POST a streamed request and return the response once its status says a stream follows
+    (the caller iterates its body and releases it). An error status raises the gateway's
+    error for it (body read, connection released); a transport failure or ``deadline_s``
+    passing before the head raises ``transport_error``'s."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            resp = await session.post(url, data=content, headers=headers, timeout=timeout)
+            if resp.status >= 400:
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+                raise error_for_status(resp.status, resp.headers, raw, dep)
+    except _TRANSPORT as e:
+        raise transport_error(e, dep) from e
+    return resp
+
+
 class NativeWire:
     """Sends native bodies; ``session`` gives the (loop-bound, pooled) aiohttp session."""
 
@@ -128,18 +150,8 @@ class NativeWire:
     async def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
         dep = call.deployment.deployment_id
         url, content, headers = self._request(call, stream=True)
-        try:
-            async with asyncio.timeout(call.timeout_s):
-                resp = await self._session().post(url, data=content, headers=headers,
-                                                  timeout=self._timeout(call.timeout_s, True))
-                if resp.status >= 400:
-                    try:
-                        raw = await resp.read()
-                    finally:
-                        resp.release()
-                    raise error_for_status(resp.status, resp.headers, raw, dep)
-        except _TRANSPORT as e:
-            raise _transport_error(e, dep) from e
+        resp = await open_stream(self._session(), url, content, headers, call.timeout_s,
+                                 self._timeout(call.timeout_s, True), dep, _transport_error)
         try:
             async for event in _events(resp.content.iter_any(), dep):
                 yield event
