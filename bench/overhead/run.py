@@ -10,6 +10,7 @@ ratios (req/s, added latency p50/p99, CPU per request and per stream, RSS).
     /tmp/perf/venv/bin/python bench/overhead/run.py --quick    # smoke (~1.5 min)
     /tmp/perf/venv/bin/python bench/overhead/run.py --rounds 4 # balanced: direct, LiteLLM, Portkey, tiergate
     python3 bench/overhead/run.py --doors-only                 # just the doors step (~1 min)
+    python3 bench/overhead/run.py --no-doors                   # just the harness
 
 First the doors step (:mod:`doors`: each front door -- Anthropic Messages, Responses,
 legacy completions -- beside the chat door on the same gateway and upstream, request by
@@ -128,6 +129,10 @@ def main() -> int:
         print(f"shared harness not found at {HARNESS}", file=sys.stderr)
         return 2
     args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(__doc__)
+        print("Other flags go to the shared harness: python3 ../shared/bench/anchor_litellm.py --help")
+        return 0
     if "--telemetry" in args:
         i = args.index("--telemetry")
         mode = args[i + 1] if i + 1 < len(args) else ""
@@ -147,8 +152,8 @@ def main() -> int:
         print(e, file=sys.stderr)
         return 1
     try:
-        flags = [f for f in args if f != "--doors-only"]
-        rc = doors_step("--quick" in flags)
+        flags = [f for f in args if f not in ("--doors-only", "--no-doors")]
+        rc = 0 if "--no-doors" in args else doors_step("--quick" in flags)
         if rc or "--doors-only" in args:
             return rc
         cmd = [sys.executable, str(HARNESS), "--candidate-url", f"http://127.0.0.1:{PORT}/v1",

@@ -66,3 +66,30 @@ async def test_lifespan_and_other_scopes_pass_through_unlogged() -> None:
     await AccessLog(app, stream=out)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert seen == ["lifespan"] and out.getvalue() == ""
+
+
+class BrokenPipeStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def write(self, s: str) -> int:
+        self.attempts += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_broken_stdout_stops_the_log_once_and_requests_still_answer(capsys) -> None:  # type: ignore[no-untyped-def]
+    # `tiergate serve | head`: once head exits, every loop turn's write failed with a traceback.
+    out = BrokenPipeStream()
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    logged = AccessLog(_app(), stream=out)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=logged), base_url="http://t") as c:
+        for _ in range(3):
+            r = await c.post("/ok")
+            assert r.status_code == 201
+            await asyncio.sleep(0)
+    assert errors == []
+    assert out.attempts == 1  # stopped after the first failure, not tried on every request
+    assert capsys.readouterr().err.count("access log stopped") == 1

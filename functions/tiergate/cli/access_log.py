@@ -7,6 +7,9 @@ at 16 connections). This wrapper formats the line itself when the response start
 writes every line of one event-loop turn in one write: under concurrency many responses
 start in one turn. A line waits at most until the loop's next turn; it is lost only if the
 process dies inside the turn that started its response.
+
+When stdout goes away (``tiergate serve | head``: a broken pipe, or a full disk) the log
+stops with one notice on stderr; requests go on being answered.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class AccessLog:
         self.app = app
         self._stream = stream
         self._pending: list[str] = []
+        self._broken = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,6 +46,8 @@ class AccessLog:
         await self.app(scope, receive, send_logged)
 
     def line(self, scope: Scope, status: int) -> None:
+        if self._broken:
+            return
         client = scope.get("client")
         addr = f"{client[0]}:{client[1]}" if client else "-"
         path = scope["path"]  # in ASGI it includes root_path, as uvicorn logs it
@@ -58,5 +64,13 @@ class AccessLog:
             return
         text, self._pending = "".join(self._pending), []
         stream = self._stream or sys.stdout  # looked up late: tests and runners replace sys.stdout
-        stream.write(text)
-        stream.flush()
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError) as e:  # ValueError: the stream was closed
+            # A log nobody reads must not fail every request's loop turn with a traceback.
+            self._broken = True
+            try:
+                sys.stderr.write(f"tiergate: access log stopped: stdout is unusable ({e})\n")
+            except (OSError, ValueError):
+                pass
