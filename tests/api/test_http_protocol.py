@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tiergate.api.sse_response import BODY_FOLLOWS
 from tiergate.cli.http_protocol import CoalescingHttpToolsProtocol
 
 WRITES: list[bytes] = []
@@ -47,6 +48,12 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+    elif scope["path"] == "/events":  # an event stream whose first event is in hand (BODY_FOLLOWS)
+        await send({"type": "http.response.start", "status": 200, BODY_FOLLOWS: True,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(2):
+            await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
     else:  # an event stream: its first event waits until the test has seen the head
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         while not RELEASE.is_set():
@@ -94,3 +101,13 @@ def test_a_streams_head_leaves_before_its_first_event(server: str) -> None:
         assert r.status_code == 200  # the head arrived while the app still holds its events
         RELEASE.set()
         assert r.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+
+
+def test_a_stream_whose_first_event_follows_sends_head_and_event_in_one_write(server: str) -> None:
+    WRITES.clear()
+    with httpx.stream("POST", server + "/events", content=b"{}", timeout=5) as r:
+        assert r.status_code == 200
+        assert r.read() == b"data: 0\n\ndata: 1\n\n"
+    assert WRITES[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert WRITES[0].endswith(b"\r\n\r\n9\r\ndata: 0\n\n\r\n")  # the head and the first chunk together
+    assert [w for w in WRITES[1:]] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]

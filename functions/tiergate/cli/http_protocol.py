@@ -5,8 +5,10 @@ and the body when it sends ``http.response.body``: two ``send`` system calls for
 JSON answer, and on loopback each call also pays for the receiver's wakeup (the socket
 writes were a third of the gateway's CPU at 16 connections). For a response with a
 ``content-length`` (its body follows at once), this protocol holds the head until the
-first body write and writes both together. A streamed (chunked) response's head still
-goes out at once: an event stream's client sees its 200 before the first event.
+first body write and writes both together. A streamed (chunked) response's head goes
+out at once (an event stream's client sees its 200 before the first event), unless the
+app says its first event follows at once (:data:`tiergate.api.sse_response.BODY_FOLLOWS`:
+the gateway's event streams, whose first event is in hand before the head is sent).
 
 ``tiergate serve`` passes this class as uvicorn's ``http`` when httptools is installed.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from tiergate.api.sse_response import BODY_FOLLOWS
 
 
 class _HeldWrites:
@@ -58,7 +62,8 @@ class _CoalescingCycle(RequestResponseCycle):
         try:
             await super().send(message)
         finally:
-            if self.chunked_encoding is not False or self.expected_content_length == 0:
+            if not message.get(BODY_FOLLOWS) and (self.chunked_encoding is not False
+                                                  or self.expected_content_length == 0):
                 self.transport = held.release()  # a stream, an empty or a refused response: now
 
 
