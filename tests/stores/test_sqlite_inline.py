@@ -81,3 +81,26 @@ async def test_record_bodies_round_trip_and_a_body_json_dumps_wrote_with_nan_sti
         assert got is not None and got["sk"] == "2030#0" and got["cost_usd"] != got["cost_usd"]  # NaN
     finally:
         await store.aclose()
+
+
+async def test_a_reservation_and_its_settlement_write_few_pages(tmp_path):
+    # Every page a commit changes is a 4 KiB WAL frame written on the request path: the
+    # expiry indexes of counters and holds (used only by the rare purge and the orphan
+    # sweep, over small tables) were two of them in each of a request's two commits.
+    path = tmp_path / "s.sqlite3"
+    store = SqliteStore(path, checkpoint_interval_s=3600)
+    n = 200
+    try:
+        for i in range(n):
+            await store.bump([Bump(K, 5, None, FAR, f"h{i}", FAR, "{}")], now=0)
+            await store.settle([Settlement(K, f"h{i}", 5, 3)],
+                               records=[("usage", {"pk": "u#k1", "sk": f"r{i:05d}", "tenant": "t",
+                                                   "ts": f"2030-01-01T00:00:{i:05d}", "expires_at": FAR})])
+        c = sqlite3.connect(path)
+        _busy, frames, _done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        c.close()
+    finally:
+        await store.aclose()
+    assert not names & {"counters_expiry", "holds_expiry"}
+    assert frames / n <= 8.5, f"{frames / n:.1f} WAL frames per reservation + settlement"

@@ -74,9 +74,14 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (tbl, pk, sk)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_tenant ON records (tbl, tenant, ts);
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at);
-CREATE INDEX IF NOT EXISTS counters_expiry ON counters (expires_at);
-CREATE INDEX IF NOT EXISTS holds_expiry ON holds (tbl, expires_at);
+DROP INDEX IF EXISTS counters_expiry;
+DROP INDEX IF EXISTS holds_expiry;
 """
+# No expiry index on counters or holds (files made before lose theirs above): each was a
+# page more in both commits of every request (a 4 KiB WAL frame apiece: 10.6 -> 8.0 frames
+# per reservation + settlement), while only the purge (off the loop, every 1000th
+# settlement, over counters: a row per key and window) and the orphan sweep (over holds:
+# the reservations in flight) read them. records keeps its: it holds every usage record.
 #: Columns added to ``holds`` after its first release (files made before get them here).
 _HOLD_COLUMNS = (("meta", "TEXT"), ("owner", "TEXT"))
 
