@@ -108,6 +108,14 @@ def _import_aiohttp() -> Any:
 aiohttp = _import_aiohttp()
 
 
+def verified_context() -> ssl.SSLContext:
+    """aiohttp's verifying client context (the system trust store, loaded on first use):
+    also what :mod:`tiergate.providers.http1` connects with."""
+    import aiohttp.connector as connector
+
+    return connector._SSL_CONTEXT_VERIFIED  # type: ignore[no-any-return]
+
+
 def load_trust() -> None:
     """Load aiohttp's default CA bundle now (init), if it is still deferred."""
     import aiohttp.connector as connector
