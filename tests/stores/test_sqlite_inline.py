@@ -104,3 +104,34 @@ async def test_a_reservation_and_its_settlement_write_few_pages(tmp_path):
         await store.aclose()
     assert not names & {"counters_expiry", "holds_expiry"}
     assert frames / n <= 8.5, f"{frames / n:.1f} WAL frames per reservation + settlement"
+
+
+async def test_a_briefly_held_lock_is_waited_for_on_the_loop_not_on_the_worker_thread(tmp_path):
+    # Handing the call to the worker thread at once started convoys: the thread holds the
+    # flock while it works through its queue, so the calls arriving meanwhile queued too.
+    path = tmp_path / "s.sqlite3"
+    store = SqliteStore(path)
+    seen: list[str] = []
+    original = SqliteStore._bump
+
+    def spy(c, bumps, owner):
+        seen.append(threading.current_thread().name)
+        return original(c, bumps, owner)
+
+    store._bump = spy  # type: ignore[method-assign]
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # another worker process
+    try:
+        await store.bump([Bump(K, 1, None, FAR)], now=0)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE counters SET used = used + 10")
+        bump = asyncio.create_task(store.bump([Bump(K, 5, None, FAR)], now=0))
+        await asyncio.sleep(0.01)  # a short transaction of the other process
+        assert not bump.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(bump, 5) == [16]
+        loop_thread = threading.current_thread().name
+        assert set(seen) == {loop_thread} and len(seen) >= 3  # tried, retried, done: all inline
+        assert store.inline_retries >= 1 and store.retries_gave_up == 0
+    finally:
+        other.close()
+        await store.aclose()

@@ -93,6 +93,9 @@ _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 #: WAL frames (4 KiB pages, so ~64 MB) after which the checkpoint thread restarts the WAL: rare
 #: enough that the brief writer stall of a RESTART stays out of the p99 at ~1000 writes/s.
 RESTART_AFTER_FRAMES = 16384
+#: How long a short call keeps retrying on the loop's thread while another connection holds
+#: the write lock, before it waits for the lock on the worker thread (see ``_run_short``).
+INLINE_RETRY_S = 0.05
 
 
 class SqliteStore(RecordStore):
@@ -116,6 +119,9 @@ class SqliteStore(RecordStore):
         self._conns_lock = threading.Lock()
         self._purge_every = purge_every
         self._settles = 0
+        #: Inline tries that found the write lock taken, and calls that then went to the thread.
+        self.inline_retries = 0
+        self.retries_gave_up = 0
         self._pool.submit(self._conn).result()  # create the schema now, fail fast
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
@@ -197,25 +203,45 @@ class SqliteStore(RecordStore):
 
     async def _run_short(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A short transaction (or point read) inline on the loop's thread while the write
-        lock is free; on SQLITE_BUSY (nothing written: the lock is taken before the first
-        write) or with the cross-process flock taken it runs on the worker thread instead,
-        which waits for the lock."""
+        lock is free. While another connection holds it (SQLITE_BUSY, nothing written: the
+        lock is taken before the first write; or the cross-process flock) the call yields to
+        the loop and tries again inline, for up to :data:`INLINE_RETRY_S`; only then does it
+        go to the worker thread, which waits for the lock.
+
+        Why not hand it to the worker thread at once: the thread needs the GIL the busy loop
+        holds (up to the 5 ms switch interval per hand-over) and it holds the flock while it
+        works through its queue, so every inline call that came meanwhile found the lock
+        taken and queued behind it: one purge or one write of another worker started a
+        convoy that put most settlements on the thread (measured: 8,406 of ~13,000 at 16
+        connections, 11 ms each on average)."""
         if self._memory:  # one connection, owned by the worker thread
             return await self._run(fn)
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = self._conn(busy_ms=0)
-            result = fn(conn)
-        except _LockTaken:  # another connection's flock: it may hold it a while
-            return await self._run(fn)
-        except sqlite3.OperationalError as e:
-            if (e.sqlite_errorcode or 0) & 0xFF not in _BUSY_CODES:
-                raise
-            if conn is not None and conn.in_transaction:  # busy past BEGIN: never keep the lock
-                conn.execute("ROLLBACK")
-            return await self._run(fn)
-        self.round_trips += 1
-        return result
+        deadline = 0.0
+        delay = 0.0
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = self._conn(busy_ms=0)
+                result = fn(conn)
+            except _LockTaken:  # another connection's flock
+                pass
+            except sqlite3.OperationalError as e:
+                if (e.sqlite_errorcode or 0) & 0xFF not in _BUSY_CODES:
+                    raise
+                if conn is not None and conn.in_transaction:  # busy past BEGIN: never keep the lock
+                    conn.execute("ROLLBACK")
+            else:
+                self.round_trips += 1
+                return result
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + INLINE_RETRY_S
+            elif now >= deadline:
+                self.retries_gave_up += 1
+                return await self._run(fn)
+            self.inline_retries += 1
+            await asyncio.sleep(delay)  # 0 first: the holder's commit is usually a turn away
+            delay = min(delay * 2 or 0.0005, 0.004)
 
     async def aclose(self) -> None:
         self._stop.set()
