@@ -135,3 +135,28 @@ async def test_a_briefly_held_lock_is_waited_for_on_the_loop_not_on_the_worker_t
     finally:
         other.close()
         await store.aclose()
+
+
+async def test_expired_counters_and_records_are_purged_in_the_background_in_batches(tmp_path, monkeypatch):
+    import tiergate.stores.sqlite as sq
+
+    monkeypatch.setattr(sq, "PURGE_BATCH", 7)  # several batches for 20 rows
+    store = SqliteStore(tmp_path / "s.sqlite3", checkpoint_interval_s=0.05, purge_interval_s=0.05)
+    past, live = int(time.time()) - 10, CounterKey("budgets", "b#key#k1", "d-live")
+    try:
+        await store.bump([Bump(CounterKey("budgets", "b#key#k1", f"d-old{i}"), 1, None, past) for i in range(20)]
+                         + [Bump(live, 1, None, FAR)], now=0)
+        for i in range(20):
+            await store.put("usage", {"pk": "u#k1", "sk": f"old{i:02d}", "expires_at": past})
+        await store.put("usage", {"pk": "u#k1", "sk": "kept", "expires_at": FAR})
+        await store.put("usage", {"pk": "u#k1", "sk": "forever"})
+        deadline = time.monotonic() + 10
+        while store.purged < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert store.purged == 40
+        c = sqlite3.connect(tmp_path / "s.sqlite3")
+        left = sorted(r[0] for r in c.execute("SELECT sk FROM counters UNION ALL SELECT sk FROM records"))
+        c.close()
+        assert left == ["d-live", "forever", "kept"]
+    finally:
+        await store.aclose()
