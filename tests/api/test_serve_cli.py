@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -42,6 +44,16 @@ def test_banner_access_log_and_a_used_port(sim, tmp_path: Path) -> None:
         assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "--port" in second.stderr
         assert "OpenAI base URL" not in second.stdout
         wait_for(lambda: "/v2/chat" in log.read_text(), timeout=10, what="access log line")
+        # A kept-alive connection idle for longer than the usual clients' pool expiry (httpx
+        # and the official SDKs: 5 s) is still open: with the server's own 5 s, a client
+        # reusing it as the server closed it lost its request (the crash bench's soak).
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            get = f"GET /health HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode()
+            c.sendall(get)
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(6)
+            c.sendall(get)
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         stop(p)
     out = log.read_text()

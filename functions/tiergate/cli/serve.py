@@ -98,14 +98,15 @@ def serve(args: argparse.Namespace) -> int:
     print(f"  OpenAI base URL: {base}/v1", flush=True)
     import uvicorn
 
-    from tiergate.cli.workers import http_protocol
+    from tiergate.cli.workers import KEEP_ALIVE_S, http_protocol
 
     if args.workers > 1:
         return serve_workers(app, settings, args)
     # One line per request even at the default (warning) level: a client on a wrong path
     # leaves a trace. Ours, not uvicorn's (cheaper: access_log.py). --no-access-log for none.
     config = uvicorn.Config(AccessLog(app) if args.access_log else app, host=settings.host, port=settings.port,
-                            log_level=args.log_level, access_log=False, loop="auto", http=http_protocol())
+                            log_level=args.log_level, access_log=False, loop="auto", http=http_protocol(),
+                            timeout_keep_alive=KEEP_ALIVE_S)
     freeze_heap()
     uvicorn.Server(config).run()
     return 0

@@ -41,6 +41,13 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: How long an idle kept-alive connection stays open (uvicorn's default is 5 s). Longer
+#: than the usual clients' pools keep one (httpx and the official SDKs: 5 s), so the client
+#: closes an idle connection first: with equal times a client could reuse a connection just
+#: as the server closed it and lose that request (seen once in 20,000 by bench/crash's soak).
+KEEP_ALIVE_S = 75
+
+
 def http_protocol() -> Any:
     """uvicorn's ``http``: httptools with the head and body of a sized response in one
     write (:mod:`tiergate.cli.http_protocol`), or uvicorn's choice without httptools."""
@@ -56,7 +63,8 @@ def _worker(factory: str, host: str, port: int, log_level: str, access_log: bool
 
     sock = reuseport_socket(host, port)
     config = uvicorn.Config(factory, factory=True, host=host, port=port, log_level=log_level,
-                            access_log=access_log, loop="auto", http=http_protocol())
+                            access_log=access_log, loop="auto", http=http_protocol(),
+                            timeout_keep_alive=KEEP_ALIVE_S)
     if access_log:  # as a single-process server: one line per request even at the warning level
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     uvicorn.Server(config).run(sockets=[sock])
