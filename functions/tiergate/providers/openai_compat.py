@@ -27,7 +27,7 @@ from tiergate.providers import error_mapping, http1
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
 from tiergate.providers.http_client import aiohttp, verified_context
-from tiergate.providers.passthrough import NativeWire, PassesThrough
+from tiergate.providers.passthrough import NativeWire, PassesThrough, open_stream
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -170,18 +170,10 @@ class OpenAICompatProvider(PassesThrough):
         dep_id = call.deployment.deployment_id
         url, content, headers = self._request(call, True)
         t = call.timeout_s
-        try:
-            async with asyncio.timeout(t):
-                resp = await self._chat_client().post(url, content, headers,
-                                                      connect_timeout=min(t, CONNECT_TIMEOUT_CAP_S), read_timeout=t)
-                if resp.status >= 400:
-                    try:
-                        raw = await resp.read()
-                    finally:
-                        resp.release()
-                    raise error_for_status(resp.status, resp.headers, raw, dep_id)
-        except _TRANSPORT_ERRORS as e:
-            raise error_for_transport(e, dep_id) from e
+        resp = await open_stream(lambda: self._chat_client().post(url, content, headers,
+                                                                  connect_timeout=min(t, CONNECT_TIMEOUT_CAP_S),
+                                                                  read_timeout=t),
+                                 t, dep_id, error_for_transport, _TRANSPORT_ERRORS)
         try:
             async for data in resp.iter_any():
                 yield data

@@ -18,7 +18,7 @@ passthrough is a plain POST. Both adapters that reach such deployments (``litell
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -53,24 +53,25 @@ def _transport_error(exc: BaseException, dep: str) -> errors.UpstreamError:
     return error_mapping.error_for_transport(exc, dep, unreachable=_UNREACHABLE, timeouts=_TIMEOUTS)
 
 
-async def open_stream(session: aiohttp.ClientSession, url: str, content: bytes, headers: dict[str, str],
-                      deadline_s: float, timeout: aiohttp.ClientTimeout, dep: str,
-                      transport_error: Callable[[BaseException, str], errors.UpstreamError]
-                      ) -> aiohttp.ClientResponse:
-    """POST a streamed request and return the response once its status says a stream follows
-    (the caller iterates its body and releases it). An error status raises the gateway's
-    error for it (body read, connection released); a transport failure or ``deadline_s``
-    passing before the head raises ``transport_error``'s."""
+async def open_stream(post: Callable[[], Awaitable[Any]], deadline_s: float, dep: str,
+                      transport_error: Callable[[BaseException, str], errors.UpstreamError],
+                      transport_errors: tuple[type[BaseException], ...] = _TRANSPORT) -> Any:
+    """Send a streamed request (``post()``: an aiohttp or :mod:`~tiergate.providers.http1`
+    response once its head arrived) and return the response once its status says a stream
+    follows (the caller iterates its body and releases it). An error status raises the
+    gateway's error for it (body read, connection released); a transport failure
+    (``transport_errors``) or ``deadline_s`` passing before the head raises
+    ``transport_error``'s."""
     try:
         async with asyncio.timeout(deadline_s):
-            resp = await session.post(url, data=content, headers=headers, timeout=timeout)
+            resp = await post()
             if resp.status >= 400:
                 try:
                     raw = await resp.read()
                 finally:
                     resp.release()
                 raise error_for_status(resp.status, resp.headers, raw, dep)
-    except _TRANSPORT as e:
+    except transport_errors as e:
         raise transport_error(e, dep) from e
     return resp
 
@@ -150,8 +151,9 @@ class NativeWire:
     async def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
         dep = call.deployment.deployment_id
         url, content, headers = self._request(call, stream=True)
-        resp = await open_stream(self._session(), url, content, headers, call.timeout_s,
-                                 self._timeout(call.timeout_s, True), dep, _transport_error)
+        timeout = self._timeout(call.timeout_s, True)
+        resp = await open_stream(lambda: self._session().post(url, data=content, headers=headers, timeout=timeout),
+                                 call.timeout_s, dep, _transport_error)
         try:
             async for event in _events(resp.content.iter_any(), dep):
                 yield event
