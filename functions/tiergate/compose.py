@@ -256,7 +256,7 @@ def build_cascade_services(settings: Settings | None = None) -> Services:
 
 def prewarm(services: Services, *, snapstart: bool) -> None:
     """Build the provider adapters the catalog uses during init, so the first request does
-    not pay for their imports (aiohttp). The LiteLLM adapter (``import litellm``: seconds)
+    not pay for their imports. The LiteLLM adapter (``import litellm``: seconds)
     is built only under SnapStart, whose snapshot is taken after init once per published
     version; without SnapStart it stays lazy, off the init path. The CA bundle of the
     native adapter's TLS is loaded here only when one of its endpoints is https (an

@@ -69,3 +69,28 @@ def test_serve_help_explains_every_option() -> None:
         line = next(ln for ln in text.splitlines() if flag in ln)
         assert len(line.split(flag, 1)[1].strip()) > 0 or flag in text, flag
     assert "TIERGATE_PORT or 8080" in text and "TIERGATE_MASTER_KEY" in text
+
+
+def test_the_heap_is_frozen_with_the_catalogs_adapters_already_built(tmp_path: Path) -> None:
+    """``freeze_heap`` builds the native adapter (what the first request would import)
+    before freezing, so its objects are out of the collector's generations."""
+    import gc
+
+    from tiergate.cli.serve import freeze_heap
+    from tiergate.compose import build_app
+    from tiergate.config.catalog import parse
+    from tiergate.settings import Settings
+
+    catalog = parse("models:\n  - {name: m, model: openai/m, adapter: openai-compatible, tier: 1, "
+                    "api_base: 'http://127.0.0.1:1/v1'}\n", source="test")
+    app = build_app(Settings(store="memory", data_dir=tmp_path), catalog)
+    registry = app.state.services.registry
+    assert "openai-compatible" not in registry.built()
+    try:
+        freeze_heap(app)
+        assert "openai-compatible" in registry.built()
+        provider = registry.get("openai-compatible")
+        assert gc.get_freeze_count() > 0
+        assert not any(o is provider for o in gc.get_objects())  # frozen: in no generation
+    finally:
+        gc.unfreeze()

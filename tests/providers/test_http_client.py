@@ -1,7 +1,7 @@
-"""aiohttp through :mod:`tiergate.providers.http_client`: the CA bundle is not loaded at import,
-is loaded from OpenSSL's default locations on the first handshake (or by ``prewarm`` for an
-https catalog), and TLS verification is unchanged: a certificate from a trusted CA passes, any
-other is refused. Each case runs in a fresh interpreter (the import is what is under test),
+"""The TLS trust of :mod:`tiergate.providers.http_client`: the CA bundle is not loaded at import
+nor when the context is made, is loaded from OpenSSL's default locations on the first handshake
+(or by ``prewarm`` for an https catalog), and TLS verification is unchanged: a certificate from a
+trusted CA passes, any other is refused. Each case runs in a fresh interpreter (the import is what is under test),
 against a real TLS server on 127.0.0.1 with a certificate from a CA made for the test."""
 
 from __future__ import annotations
@@ -28,16 +28,15 @@ from tiergate.providers.http_client import TrustOnFirstUse, trust_on_first_use
 PROBE = r"""
 import asyncio, json, os, ssl, sys
 cert_file_before = os.environ.get("SSL_CERT_FILE")
-from tiergate.providers.http_client import TrustOnFirstUse, aiohttp
-import aiohttp.connector as connector
+from tiergate.providers.http_client import TrustOnFirstUse, verified_context
 from tiergate import errors
 from tiergate.config.catalog import ModelSpec
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.openai_compat import OpenAICompatProvider
 
-ctx = connector._SSL_CONTEXT_VERIFIED
+ctx = verified_context()
 state = {"deferred": isinstance(ctx, TrustOnFirstUse), "cas_at_import": ctx.cert_store_stats()["x509_ca"],
-         "unverified_cas": connector._SSL_CONTEXT_UNVERIFIED.cert_store_stats()["x509_ca"],
+         "same": verified_context() is ctx,
          "cert_file_restored": os.environ.get("SSL_CERT_FILE") == cert_file_before,
          "cert_dir_restored": "SSL_CERT_DIR" not in os.environ}
 BODY = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
@@ -126,7 +125,7 @@ def _probe(tls: dict[str, Path], cert_file: Path) -> dict:
 
 def test_trust_is_loaded_on_first_handshake_from_the_default_locations(tls):
     state = _probe(tls, tls["ca"])  # the default CA file holds only the test CA
-    assert state["deferred"] and state["cas_at_import"] == 0 and state["unverified_cas"] == 0
+    assert state["deferred"] and state["cas_at_import"] == 0 and state["same"]
     assert state["cert_file_restored"] and state["cert_dir_restored"]
     assert state.get("error") is None and state["answer"] == "over tls"
     assert state["cas_after_call"] == 1
@@ -139,7 +138,6 @@ def test_a_certificate_from_an_untrusted_ca_is_still_refused(tls):
     assert state["deferred"] and state["cas_at_import"] == 0
     assert "answer" not in state
     name, message = state["error"]
-    # aiohttp's ClientConnectorCertificateError (embeddings, passthrough) or http1's CertificateError (chat)
     assert name == "UpstreamUnavailable" and "CertificateError" in message
 
 
@@ -163,15 +161,14 @@ import json, sys
 from tiergate.compose import build_services, prewarm
 from tiergate.config.catalog import parse
 from tiergate.settings import Settings
-from tiergate.providers.http_client import aiohttp  # the first import, as the adapters do
-import aiohttp.connector as connector
+from tiergate.providers.http_client import verified_context
 out = []
 for base in sys.argv[1:]:
     catalog = parse("models:\n  - {name: m, model: openai/m, adapter: openai-compatible, tier: 1, "
                     f"api_base: '{base}'}}\n", source="test")
     services = build_services(Settings(store="memory"), catalog)
     prewarm(services, snapstart=False)
-    out.append(connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"])
+    out.append(verified_context().cert_store_stats()["x509_ca"])
 print(json.dumps(out))
 """
 

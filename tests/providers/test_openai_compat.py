@@ -147,3 +147,46 @@ async def test_api_base_that_is_not_http_is_unavailable(sim: UpstreamSim):
     with pytest.raises(errors.UpstreamUnavailable):
         await p.complete(call_for(dep))
     await p.aclose()
+
+
+ONE_CLIENT = r"""
+import asyncio, json, sys
+from tiergate.config.catalog import ModelSpec
+from tiergate.providers.base import ProviderCall
+from tiergate.providers.openai_compat import OpenAICompatProvider
+
+async def main(base):
+    dep = ModelSpec(name="m", id="dep-one-client", model="openai/one-client", adapter="openai-compatible", tier=1,
+                    api_base=base)
+    p = OpenAICompatProvider()
+    chat = await p.complete(ProviderCall(dep, {"messages": [{"role": "user", "content": "hi"}]}, 5.0, "sk-t"))
+    chunks = [c async for c in p.stream(ProviderCall(dep, {"messages": [{"role": "user", "content": "hi"}]}, 5.0, "sk-t"))]
+    emb = await p.embed(ProviderCall(dep, {"input": ["a", "b"]}, 5.0, "sk-t", operation="embeddings"))
+    msg = await p.native(ProviderCall(dep, {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}, 5.0,
+                                      "sk-t", operation="anthropic"))
+    events = [e async for e in p.native_stream(ProviderCall(dep, {"max_tokens": 8, "messages": [
+        {"role": "user", "content": "hi"}]}, 5.0, "sk-t", operation="anthropic"))]
+    await p.aclose()
+    return {"chat": bool(chat["choices"]), "chunks": len(chunks), "vectors": len(emb["data"]),
+            "message": msg["type"], "last_event": events[-1]["type"], "aiohttp": "aiohttp" in sys.modules}
+
+print(json.dumps(asyncio.run(main(sys.argv[1]))))
+"""
+
+
+def test_every_native_call_goes_over_one_keep_alive_connection_without_aiohttp(sim: UpstreamSim):
+    """Chat, a stream, embeddings and the Messages passthrough (plain and streamed) share one
+    http1 pool: one connection for all five calls, and aiohttp is never imported (a fresh
+    interpreter: the import is what is under test)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ONE_CLIENT, sim.openai_base], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"chat": True, "chunks": got["chunks"], "vectors": 2, "message": "message",
+                   "last_event": "message_stop", "aiohttp": False} and got["chunks"] > 1
+    seen = [e for e in sim.requests() if e["path"] in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages")]
+    assert len(seen) == 5 and len({e["client_port"] for e in seen}) == 1

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 keep-alive client for the native adapter's chat calls (the hot path).
+"""A small HTTP/1.1 keep-alive client: every upstream call the gateway makes itself (the
+native adapter's chat, embeddings and native passthrough calls; LiteLLM makes its own).
 
 aiohttp's request machinery (a ClientRequest and ClientResponse per call, header
 multidicts, its connector, a read-timeout timer rescheduled on every read) cost ~75 us of
@@ -8,10 +9,14 @@ a body in hand, a response framed by ``content-length``, ``transfer-encoding: ch
 or the end of the connection, and connections kept alive per origin. So that is all this
 does. No redirects, cookies, proxies, compression (``accept-encoding: identity`` is sent)
 or request streaming; https through asyncio's TLS with the verifying context of
-:mod:`tiergate.providers.http_client` (the system trust store, loaded on first use).
+:mod:`tiergate.providers.http_client` (the system trust store, loaded on first use). The
+other calls (embeddings, Anthropic Messages and Responses passthrough) are the same kind
+of POST, so one client serves them all: aiohttp, the former second client, cost ~150 ms
+of import at a cold start and a second connection pool per upstream.
 
 Contract:
 
+- :meth:`Client.fetch` POSTs and reads the whole answer within a deadline.
 - :meth:`Client.post` returns a :class:`Response` once its head arrived; its body is read
   with :meth:`Response.read` (whole) or :meth:`Response.iter_any` (as it arrives), and
   :meth:`Response.release` gives the connection back (to the pool when the body was read
@@ -32,6 +37,8 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from tiergate.providers.http_client import verified_context
 
 #: A response head larger than this is refused (a misdirected or hostile endpoint).
 MAX_HEAD_BYTES = 64 * 1024
@@ -366,9 +373,18 @@ class Client:
         return conn
 
     def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is not None:
-            return self._ssl()
-        return ssl.create_default_context()
+        return self._ssl() if self._ssl is not None else verified_context()
+
+    async def fetch(self, url: str, body: bytes, headers: dict[str, str], *, timeout: float,
+                    connect_timeout: float) -> tuple[int, dict[str, str], bytes]:
+        """POST ``body`` and read the whole answer: ``(status, headers, body)``, all within
+        ``timeout`` seconds (``TimeoutError`` past it; connecting within ``connect_timeout``)."""
+        async with asyncio.timeout(timeout):
+            resp = await self.post(url, body, headers, connect_timeout=connect_timeout, read_timeout=None)
+            try:
+                return resp.status, resp.headers, await resp.read()
+            finally:
+                resp.release()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], *, connect_timeout: float,
                    read_timeout: float | None) -> Response:
@@ -448,3 +464,31 @@ class Client:
             while idle:
                 idle.pop()[0].close()
         self._idle.clear()
+
+
+class LoopClient:
+    """A :class:`Client` for the running event loop, made there on first use: a
+    connection belongs to the loop that opened it, so a call on another loop (tests, some
+    serverless runtimes) gets a fresh client; the old one's sockets close with it."""
+
+    def __init__(self, **client_kwargs: Any) -> None:
+        self._kwargs = client_kwargs
+        self._client: Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> Client:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = Client(**self._kwargs), loop
+        return self._client
+
+    def close(self) -> None:
+        """Close the pooled connections (only on their own loop; elsewhere they are dropped)."""
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if client is not None and loop is running:
+            client.close()

@@ -24,6 +24,7 @@ from typing import Any
 
 from tiergate import errors
 from tiergate.config.catalog import ModelSpec
+from tiergate.providers import http1
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import (
     error_for_status,
@@ -31,7 +32,7 @@ from tiergate.providers.error_mapping import (
     interrupted,
     parse_retry_after,
 )
-from tiergate.providers.passthrough import NativeWire, PassesThrough, PooledSession
+from tiergate.providers.passthrough import NativeWire, PassesThrough
 
 # Parameters we set ourselves; a caller's copy in ``body`` must not override them.
 _RESERVED = frozenset({"model", "stream", "stream_options", "api_base", "base_url", "api_key", "timeout",
@@ -56,7 +57,7 @@ class LiteLLMProvider(PassesThrough):
         self._classes: tuple[tuple[type[BaseException], str], ...] = ()
         # Anthropic's and OpenAI's own APIs are reached natively (Messages, Responses) by a
         # plain POST, not through litellm: see tiergate.providers.passthrough for why.
-        self._pool = PooledSession()
+        self._pool = http1.LoopClient()
         self._wire = NativeWire(self._pool, bearer_auth=False, upstream_model=_provider_model)
 
     @property
@@ -206,7 +207,7 @@ class LiteLLMProvider(PassesThrough):
 
     async def aclose(self) -> None:
         # litellm owns its HTTP clients (cached per provider/api_base); ours is the native pool.
-        await self._pool.aclose()
+        self._pool.close()
 
 
 def _provider_model(spec: ModelSpec) -> str:

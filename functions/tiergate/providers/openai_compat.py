@@ -10,7 +10,7 @@ within ``timeout_s`` and then at most ``timeout_s`` may pass between two reads (
 may run longer than ``timeout_s`` in total as long as it keeps flowing).
 
 Failures are translated by :mod:`tiergate.providers.error_mapping` (shared with the LiteLLM
-adapter), given aiohttp's transport exception types.
+adapter), given :mod:`tiergate.providers.http1`'s transport exception types.
 """
 
 from __future__ import annotations
@@ -23,75 +23,44 @@ from typing import Any
 import orjson
 
 from tiergate import errors
-from tiergate.providers import error_mapping, http1
+from tiergate.providers import http1
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
-from tiergate.providers.http_client import aiohttp, verified_context
-from tiergate.providers.passthrough import NativeWire, PassesThrough, open_stream
+from tiergate.providers.passthrough import (
+    STREAM_ERRORS,
+    NativeWire,
+    PassesThrough,
+    fetch,
+    open_stream,
+    transport_error,
+)
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
-CONNECT_TIMEOUT_CAP_S = 5.0
 #: After ``[DONE]``, how long we wait for the end of the body so the connection can go
 #: back to the pool (the terminating chunk normally arrives with ``[DONE]``).
 DRAIN_TIMEOUT_S = 1.0
 USER_AGENT = "tiergate"
 
 
-# Transport failures where nothing reached the upstream (safe to retry anywhere).
-UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
-                                                aiohttp.InvalidURL, http1.ConnectError)
-TIMEOUTS: tuple[type[BaseException], ...] = (aiohttp.ServerTimeoutError, TimeoutError)
-
-
-def error_for_transport(exc: BaseException, deployment: str) -> errors.UpstreamError:
-    return error_mapping.error_for_transport(exc, deployment, unreachable=UNREACHABLE, timeouts=TIMEOUTS)
-
-
 # --- the provider --------------------------------------------------------------------
 
 
 class OpenAICompatProvider(PassesThrough):
-    """Chat calls (the hot path) over :mod:`tiergate.providers.http1`'s keep-alive pool;
-    embeddings and the native passthrough over one pooled :class:`aiohttp.ClientSession`.
+    """Every call (chat, embeddings, native passthrough) over one
+    :mod:`tiergate.providers.http1` keep-alive pool, bound to the event loop that first uses
+    it (a call on a different loop -- tests, some serverless runtimes -- gets a fresh one).
 
-    aiohttp costs about a quarter of ``httpx.AsyncClient``'s client CPU per call (~0.2 ms
-    against ~0.9 ms per pooled POST, measured) and http1 about a third of aiohttp's (~23
-    against ~75 us): the chat calls need none of a richer client's extras (no redirects,
-    cookies, proxies from the environment or content decoding).
-
-    Both pools are bound to the event loop that first uses them; a call on a different
-    loop (tests, some serverless runtimes) gets fresh ones.
+    Client CPU per pooled POST, measured on this machine: httpx.AsyncClient ~0.9 ms,
+    aiohttp ~75 us, http1 ~23 us: the calls need none of a richer client's extras (no
+    redirects, cookies, proxies from the environment or content decoding).
     """
 
     def __init__(self, *, max_connections: int = 1000, keepalive_expiry: float = 30.0) -> None:
-        self._limit = max_connections
-        self._keepalive = keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._h1: http1.Client | None = None
-        self._h1_loop: asyncio.AbstractEventLoop | None = None
+        self._client = http1.LoopClient(keepalive_s=keepalive_expiry, max_connections=max_connections)
         self._urls: dict[str | None, str] = {}
         # Endpoints declaring messages_api/responses_api (another tiergate, say) take a bearer key.
-        self._wire = NativeWire(self._http, bearer_auth=True, upstream_model=lambda d: d.wire_model)
-
-    def _http(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive,
-                                             ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                                  skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                                                  cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-            self._loop = loop
-        return self._session
-
-    def _chat_client(self) -> http1.Client:
-        loop = asyncio.get_running_loop()
-        if self._h1 is None or self._h1_loop is not loop:
-            self._h1, self._h1_loop = http1.Client(keepalive_s=self._keepalive, max_connections=self._limit,
-                                                       ssl_context=verified_context), loop
-        return self._h1
+        self._wire = NativeWire(self._client, bearer_auth=True, upstream_model=lambda d: d.wire_model)
 
     def _url(self, api_base: str | None, path: str = "/chat/completions") -> str:
         key = api_base if path == "/chat/completions" else f"{api_base}{path}"
@@ -125,29 +94,10 @@ class OpenAICompatProvider(PassesThrough):
             headers = {k: v for k, v in headers.items() if k not in names} | dict(extra)
         return self._url(dep.api_base), orjson.dumps(body), headers
 
-    def _timeout(self, t: float, stream: bool) -> aiohttp.ClientTimeout:
-        # Non-stream: the whole call within t. Stream: headers within t (asyncio.timeout
-        # below), then at most t between two reads.
-        return aiohttp.ClientTimeout(total=None if stream else t, sock_connect=min(t, CONNECT_TIMEOUT_CAP_S),
-                                     sock_read=t)
-
     async def complete(self, call: ProviderCall) -> dict[str, Any]:
-        client = self._chat_client()
         dep_id = call.deployment.deployment_id
         url, content, headers = self._request(call, False)
-        t = call.timeout_s
-        try:
-            async with asyncio.timeout(t):  # the whole call
-                resp = await client.post(url, content, headers, connect_timeout=min(t, CONNECT_TIMEOUT_CAP_S),
-                                         read_timeout=None)
-                try:
-                    status, raw = resp.status, await resp.read()
-                finally:
-                    resp.release()
-        except _TRANSPORT_ERRORS as e:
-            raise error_for_transport(e, dep_id) from e
-        if status >= 400:
-            raise error_for_status(status, resp.headers, raw, dep_id)
+        status, head, raw = await fetch(self._client(), url, content, headers, call.timeout_s, dep_id)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -155,7 +105,7 @@ class OpenAICompatProvider(PassesThrough):
                                              deployment=dep_id, upstream_status=status) from None
         if type(data) is not dict or "choices" not in data:
             if isinstance(data, dict) and "error" in data:
-                raise error_for_status(502, resp.headers, data, dep_id)
+                raise error_for_status(502, head, data, dep_id)
             raise errors.UpstreamServerError(f"{dep_id}: upstream answer has no 'choices'",
                                              deployment=dep_id, upstream_status=status)
         return data
@@ -167,13 +117,9 @@ class OpenAICompatProvider(PassesThrough):
         """The body of a streamed call, once its status says a stream follows: the head
         within ``timeout_s``, then at most ``timeout_s`` between two reads. An error
         status raises the gateway's error for it (its body read)."""
-        dep_id = call.deployment.deployment_id
         url, content, headers = self._request(call, True)
-        t = call.timeout_s
-        resp = await open_stream(lambda: self._chat_client().post(url, content, headers,
-                                                                  connect_timeout=min(t, CONNECT_TIMEOUT_CAP_S),
-                                                                  read_timeout=t),
-                                 t, dep_id, error_for_transport, _TRANSPORT_ERRORS)
+        resp = await open_stream(self._client(), url, content, headers, call.timeout_s,
+                                 call.deployment.deployment_id)
         try:
             async for data in resp.iter_any():
                 yield data
@@ -189,14 +135,8 @@ class OpenAICompatProvider(PassesThrough):
         headers = {"content-type": "application/json", "accept-encoding": "identity", "user-agent": USER_AGENT,
                    **({"authorization": "Bearer " + call.api_key} if call.api_key else {}),
                    **dep.extra_headers, **call.extra_headers}
-        try:
-            async with self._http().post(self._url(dep.api_base, "/embeddings"), data=orjson.dumps(body),
-                                         headers=headers, timeout=self._timeout(call.timeout_s, False)) as resp:
-                status, raw = resp.status, await resp.read()
-        except _TRANSPORT_ERRORS as e:
-            raise error_for_transport(e, dep.deployment_id) from e
-        if status >= 400:
-            raise error_for_status(status, resp.headers, raw, dep.deployment_id)
+        status, _head, raw = await fetch(self._client(), self._url(dep.api_base, "/embeddings"), orjson.dumps(body),
+                                         headers, call.timeout_s, dep.deployment_id)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -207,19 +147,7 @@ class OpenAICompatProvider(PassesThrough):
         return data
 
     async def aclose(self) -> None:
-        if self._h1 is not None and self._h1_loop is asyncio.get_running_loop():
-            self._h1.close()
-        self._h1 = self._h1_loop = None
-        session, loop = self._session, self._loop
-        self._session = self._loop = None
-        # A session's sockets belong to the loop that opened them: close them only there
-        # (a session from a finished loop is simply dropped; its sockets close with it).
-        if session is not None and loop is asyncio.get_running_loop():
-            await session.close()
-
-
-_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, http1.TransportError)
-_STREAM_ERRORS = (aiohttp.ClientError, TimeoutError, http1.TransportError, orjson.JSONDecodeError)
+        self._client.close()
 
 
 async def _events(raw: AsyncIterator[bytes], dep_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -246,13 +174,13 @@ async def _events(raw: AsyncIterator[bytes], dep_id: str) -> AsyncIterator[dict[
                         finished = True
                     n += 1
                     yield obj
-        except _STREAM_ERRORS as e:
+        except STREAM_ERRORS as e:
             if n:
                 raise interrupted(dep_id, e, n) from e
             if isinstance(e, orjson.JSONDecodeError):
                 raise errors.UpstreamServerError(f"{dep_id}: upstream sent an SSE event that is not JSON",
                                                  deployment=dep_id) from None
-            raise error_for_transport(e, dep_id) from e
+            raise transport_error(e, dep_id) from e
         for _event, payload in decoder.flush():
             if payload != DONE_DATA:
                 n += 1
@@ -276,5 +204,5 @@ async def _drain(raw: AsyncIterator[bytes]) -> None:
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             async for _ in raw:
                 pass
-    except _STREAM_ERRORS:
+    except STREAM_ERRORS:
         pass  # the answer is complete; the connection is simply not reused

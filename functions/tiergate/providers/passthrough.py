@@ -1,8 +1,8 @@
 """Native passthrough: a door's own body sent unchanged to a deployment that speaks its API.
 
 Anthropic Messages (``POST .../v1/messages``, ``.../v1/messages/count_tokens``) and OpenAI
-Responses (``POST .../responses``), over one pooled aiohttp session, bodies as orjson
-bytes, streams parsed incrementally. Only ``model`` (and ``stream``) are set; everything
+Responses (``POST .../responses``), over the adapter's :mod:`~tiergate.providers.http1`
+keep-alive pool, bodies as orjson bytes, streams parsed incrementally. Only ``model`` (and ``stream``) are set; everything
 else -- thinking blocks, ``cache_control``, beta fields, hosted tools -- goes as the client
 sent it, with the client's ``anthropic-version`` / ``anthropic-beta`` headers.
 
@@ -18,17 +18,16 @@ passthrough is a plain POST. Both adapters that reach such deployments (``litell
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
 from tiergate import errors
 from tiergate.config.catalog import ModelSpec
-from tiergate.providers import error_mapping
+from tiergate.providers import error_mapping, http1
 from tiergate.providers.base import ProviderCall
 from tiergate.providers.error_mapping import error_for_status, interrupted
-from tiergate.providers.http_client import aiohttp
 from tiergate.providers.sse import DONE_DATA, SSEDecoder
 
 ANTHROPIC_BASE = "https://api.anthropic.com"
@@ -36,10 +35,12 @@ OPENAI_BASE = "https://api.openai.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
 CONNECT_TIMEOUT_CAP_S = 5.0
 
-_UNREACHABLE = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL)
-_TIMEOUTS = (aiohttp.ServerTimeoutError, TimeoutError)
-_TRANSPORT = (aiohttp.ClientError, TimeoutError)
-_STREAM = (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError)
+#: Transport failures where nothing reached the upstream (safe to retry anywhere).
+UNREACHABLE: tuple[type[BaseException], ...] = (http1.ConnectError,)
+#: What a call over http1 raises when it fails in transport (a deadline passing included).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (http1.TransportError, TimeoutError)
+#: ... and while a stream's body is read (an event that is not JSON too).
+STREAM_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, orjson.JSONDecodeError)
 
 
 def anthropic_url(api_base: str | None, suffix: str = "/messages") -> str:
@@ -49,39 +50,53 @@ def anthropic_url(api_base: str | None, suffix: str = "/messages") -> str:
     return (base if base.endswith("/v1") else base + "/v1") + suffix
 
 
-def _transport_error(exc: BaseException, dep: str) -> errors.UpstreamError:
-    return error_mapping.error_for_transport(exc, dep, unreachable=_UNREACHABLE, timeouts=_TIMEOUTS)
+def transport_error(exc: BaseException, dep: str) -> errors.UpstreamError:
+    """The gateway's error for a transport failure of an http1 call before any chunk."""
+    return error_mapping.error_for_transport(exc, dep, unreachable=UNREACHABLE, timeouts=(TimeoutError,))
 
 
-async def open_stream(post: Callable[[], Awaitable[Any]], deadline_s: float, dep: str,
-                      transport_error: Callable[[BaseException, str], errors.UpstreamError],
-                      transport_errors: tuple[type[BaseException], ...] = _TRANSPORT) -> Any:
-    """Send a streamed request (``post()``: an aiohttp or :mod:`~tiergate.providers.http1`
-    response once its head arrived) and return the response once its status says a stream
-    follows (the caller iterates its body and releases it). An error status raises the
-    gateway's error for it (body read, connection released); a transport failure
-    (``transport_errors``) or ``deadline_s`` passing before the head raises
-    ``transport_error``'s."""
+async def fetch(client: http1.Client, url: str, body: bytes, headers: dict[str, str], timeout_s: float,
+                dep: str) -> tuple[int, dict[str, str], bytes]:
+    """POST and read the whole answer within ``timeout_s``; an error status raises the
+    gateway's error for it, a transport failure :func:`transport_error`'s."""
     try:
-        async with asyncio.timeout(deadline_s):
-            resp = await post()
+        status, head, raw = await client.fetch(url, body, headers, timeout=timeout_s,
+                                               connect_timeout=min(timeout_s, CONNECT_TIMEOUT_CAP_S))
+    except TRANSPORT_ERRORS as e:
+        raise transport_error(e, dep) from e
+    if status >= 400:
+        raise error_for_status(status, head, raw, dep)
+    return status, head, raw
+
+
+async def open_stream(client: http1.Client, url: str, body: bytes, headers: dict[str, str], timeout_s: float,
+                      dep: str) -> http1.Response:
+    """Send a streamed request and return the response once its status says a stream
+    follows (the caller iterates its body and releases it): its head within
+    ``timeout_s``, then at most ``timeout_s`` between two reads. An error status raises the
+    gateway's error for it (body read, connection released); a transport failure or the
+    deadline passing before the head raises :func:`transport_error`'s."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            resp = await client.post(url, body, headers, connect_timeout=min(timeout_s, CONNECT_TIMEOUT_CAP_S),
+                                     read_timeout=timeout_s)
             if resp.status >= 400:
                 try:
                     raw = await resp.read()
                 finally:
                     resp.release()
                 raise error_for_status(resp.status, resp.headers, raw, dep)
-    except transport_errors as e:
+    except TRANSPORT_ERRORS as e:
         raise transport_error(e, dep) from e
     return resp
 
 
 class NativeWire:
-    """Sends native bodies; ``session`` gives the (loop-bound, pooled) aiohttp session."""
+    """Sends native bodies; ``client`` gives the adapter's (loop-bound, pooled) http1 client."""
 
-    def __init__(self, session: Callable[[], aiohttp.ClientSession], *, bearer_auth: bool,
+    def __init__(self, client: Callable[[], http1.Client], *, bearer_auth: bool,
                  upstream_model: Callable[[ModelSpec], str]) -> None:
-        self._session = session
+        self._client = client
         #: Anthropic's own API takes ``x-api-key``; a gateway speaking Messages (another
         #: tiergate) takes a bearer token.
         self._bearer = bearer_auth
@@ -113,28 +128,17 @@ class NativeWire:
             headers = {k: v for k, v in headers.items() if k not in names} | dict(extra)
         return url, orjson.dumps(body), headers
 
-    def _timeout(self, t: float, stream: bool) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None if stream else t, sock_connect=min(t, CONNECT_TIMEOUT_CAP_S),
-                                     sock_read=t)
-
     async def _post(self, call: ProviderCall, suffix: str = "/messages") -> dict[str, Any]:
         dep = call.deployment.deployment_id
         url, content, headers = self._request(call, stream=False, suffix=suffix)
-        try:
-            async with self._session().post(url, data=content, headers=headers,
-                                            timeout=self._timeout(call.timeout_s, False)) as resp:
-                status, raw = resp.status, await resp.read()
-        except _TRANSPORT as e:
-            raise _transport_error(e, dep) from e
-        if status >= 400:
-            raise error_for_status(status, resp.headers, raw, dep)
+        status, head, raw = await fetch(self._client(), url, content, headers, call.timeout_s, dep)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise errors.UpstreamServerError(f"{dep}: upstream sent a body that is not JSON", deployment=dep,
                                              upstream_status=status) from None
         if not isinstance(data, dict) or data.get("type") == "error":
-            raise error_for_status(502, resp.headers, data, dep)
+            raise error_for_status(502, head, data, dep)
         return data
 
     # --- the SpeaksNative contract ------------------------------------------------------------
@@ -151,11 +155,9 @@ class NativeWire:
     async def native_stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
         dep = call.deployment.deployment_id
         url, content, headers = self._request(call, stream=True)
-        timeout = self._timeout(call.timeout_s, True)
-        resp = await open_stream(lambda: self._session().post(url, data=content, headers=headers, timeout=timeout),
-                                 call.timeout_s, dep, _transport_error)
+        resp = await open_stream(self._client(), url, content, headers, call.timeout_s, dep)
         try:
-            async for event in _events(resp.content.iter_any(), dep):
+            async for event in _events(resp.iter_any(), dep):
                 yield event
         finally:
             resp.release()
@@ -181,31 +183,6 @@ class PassesThrough:
 _FINAL = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
 
 
-class PooledSession:
-    """One aiohttp session (HTTP/1.1 keep-alive pool) per event loop, made on first use."""
-
-    def __init__(self, *, max_connections: int = 1000, keepalive_expiry: float = 30.0) -> None:
-        self._limit, self._keepalive = max_connections, keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __call__(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
-                                                  skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                                                  cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-            self._loop = loop
-        return self._session
-
-    async def aclose(self) -> None:
-        session, loop = self._session, self._loop
-        self._session = self._loop = None
-        if session is not None and loop is asyncio.get_running_loop():
-            await session.close()
-
-
 async def _events(raw: AsyncIterator[bytes], dep: str) -> AsyncIterator[dict[str, Any]]:
     """Event dicts from a native SSE body; an ``error`` event raises (interrupted after the first)."""
     decoder = SSEDecoder()
@@ -225,13 +202,13 @@ async def _events(raw: AsyncIterator[bytes], dep: str) -> AsyncIterator[dict[str
                 n += 1
                 finished = finished or obj.get("type") in _FINAL
                 yield obj
-    except _STREAM as e:
+    except STREAM_ERRORS as e:
         if n:
             raise interrupted(dep, e, n) from e
         if isinstance(e, orjson.JSONDecodeError):
             raise errors.UpstreamServerError(f"{dep}: upstream sent an SSE event that is not JSON",
                                              deployment=dep) from None
-        raise _transport_error(e, dep) from e
+        raise transport_error(e, dep) from e
     if n == 0:
         raise errors.UpstreamServerError(f"{dep}: upstream stream ended without any event", deployment=dep)
     if not finished:
