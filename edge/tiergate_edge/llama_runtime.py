@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import llama_cpp.llama_cpp as llama_lib  # the ctypes bindings: Llama() starts from their defaults
 from llama_cpp import llama_grammar
 
 from tiergate.config.catalog import ModelSpec
@@ -45,6 +46,29 @@ from tiergate_edge import default_model
 from tiergate_edge.chat_prompt import ChatPlan, tool_call_grammar
 from tiergate_edge.gguf_meta import GGUFInfo, NotGGUF, read_info
 from tiergate_edge.model_store import ModelStore
+
+#: Whether this llama.cpp build has the AMX matmul (built with ``-march=native`` on an Intel
+#: CPU with AMX: Sapphire Rapids and later). llama.cpp then puts the weights in an "AMX"
+#: buffer, and its AMX matmul segfaults in the first decode on such machines
+#: (ggml-org/llama.cpp#20824, open; measured here on a Xeon with AMX: the bundled
+#: SmolLM2 crashed on its first answer, every time).
+AMX_BUILD = b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+_library_model_params = llama_lib.llama_model_default_params
+
+
+def model_params() -> Any:
+    """The model parameters every load starts from: llama.cpp's defaults, except that a
+    build with AMX loads without extra buffer types (AMX, and the CPU repack of Q4_0-like
+    weights), on llama.cpp's plain CPU buffers, which answer (59 tokens/s for the bundled
+    model on this 2-core machine). ``Llama()`` takes no such argument, so the bindings'
+    default is replaced (this module is the only one that loads models)."""
+    params = _library_model_params()
+    if AMX_BUILD:
+        params.use_extra_bufts = False
+    return params
+
+
+llama_lib.llama_model_default_params = model_params
 
 
 class _Llama(llama_cpp.Llama):

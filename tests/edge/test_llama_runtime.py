@@ -273,3 +273,32 @@ async def test_missing_or_invalid_model_file_is_an_upstream_error(provider, tmp_
     bad.write_bytes(b"not a gguf at all")
     with pytest.raises(UpstreamServerError):
         await provider.complete(call(spec(bad, name="bad"), max_tokens=1))
+
+
+LOAD_AND_ANSWER = r"""
+import sys
+from tiergate_edge import llama_runtime as rt
+import llama_cpp
+llm = rt._Llama(model_path=sys.argv[1], n_ctx=2048, n_threads=2, seed=1, verbose=False)
+out = llm.create_chat_completion(messages=[{"role": "user", "content": "What is the capital of France?"}],
+                                 max_tokens=16)
+print(rt.AMX_BUILD, llm.model_params.use_extra_bufts, out["choices"][0]["message"]["content"].strip()[:40])
+"""
+
+
+def test_the_bundled_model_answers_on_this_build_without_crashing() -> None:
+    """A build with llama.cpp's AMX matmul loads on plain CPU buffers (its AMX path
+    segfaults in the first decode on AMX machines); any other build keeps llama.cpp's
+    defaults. In a fresh interpreter: a crash there is a return code, not a dead test run."""
+    import subprocess
+    import sys
+
+    from tiergate_edge import default_model
+
+    path = default_model.bundled_path(default_model.BUNDLED_REF)
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_ANSWER, str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    amx, extra_bufts, answer = out.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert extra_bufts == str(amx == "False")
+    assert len(answer) > 10  # words (what they say is test_bundled_model's part)
