@@ -59,8 +59,8 @@ _library_model_params = llama_lib.llama_model_default_params
 def model_params() -> Any:
     """The model parameters every load starts from: llama.cpp's defaults, except that a
     build with AMX loads without extra buffer types (AMX, and the CPU repack of Q4_0-like
-    weights), on llama.cpp's plain CPU buffers, which answer (59 tokens/s for the bundled
-    model on this 2-core machine). ``Llama()`` takes no such argument, so the bindings'
+    weights), on llama.cpp's plain CPU buffers, which answer (the bundled model: 28.4
+    tokens/s in ``bench/edge`` on a 2-core AMX machine). ``Llama()`` takes no such argument, so the bindings'
     default is replaced (this module is the only one that loads models)."""
     params = _library_model_params()
     if AMX_BUILD:

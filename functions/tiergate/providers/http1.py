@@ -11,8 +11,9 @@ does. No redirects, cookies, proxies, compression (``accept-encoding: identity``
 or request streaming; https through asyncio's TLS with the verifying context of
 :mod:`tiergate.providers.http_client` (the system trust store, loaded on first use). The
 other calls (embeddings, Anthropic Messages and Responses passthrough) are the same kind
-of POST, so one client serves them all: aiohttp, the former second client, cost ~150 ms
-of import at a cold start and a second connection pool per upstream.
+of POST, so one client serves them all: aiohttp, the former second client, cost a second
+connection pool per upstream and its import at every cold start (import + first response
+335 -> 289 ms median without it, ``bench/cold_start --baseline``).
 
 Contract:
 

@@ -51,8 +51,8 @@ class OpenAICompatProvider(PassesThrough):
     :mod:`tiergate.providers.http1` keep-alive pool, bound to the event loop that first uses
     it (a call on a different loop -- tests, some serverless runtimes -- gets a fresh one).
 
-    Client CPU per pooled POST, measured on this machine: httpx.AsyncClient ~0.9 ms,
-    aiohttp ~75 us, http1 ~23 us: the calls need none of a richer client's extras (no
+    Client CPU per pooled POST, measured (16 in flight, loopback upstream): httpx.AsyncClient
+    ~0.9 ms, aiohttp ~75 us, http1 ~23 us: the calls need none of a richer client's extras (no
     redirects, cookies, proxies from the environment or content decoding).
     """
 
