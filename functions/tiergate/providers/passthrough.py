@@ -3,8 +3,9 @@
 Anthropic Messages (``POST .../v1/messages``, ``.../v1/messages/count_tokens``) and OpenAI
 Responses (``POST .../responses``), over the adapter's :mod:`~tiergate.providers.http1`
 keep-alive pool, bodies as orjson bytes, streams parsed incrementally. Only ``model`` (and
-``stream``) are set; everything else -- thinking blocks, ``cache_control``, beta fields, hosted tools -- goes as the client
-sent it, with the client's ``anthropic-version`` / ``anthropic-beta`` headers.
+``stream``) are set; everything else -- thinking blocks, ``cache_control``, beta fields,
+hosted tools -- goes as the client sent it, with the client's ``anthropic-version`` /
+``anthropic-beta`` headers.
 
 Why not LiteLLM's own Messages passthrough (``litellm.anthropic_messages``)? Its streaming
 path imports ``litellm.proxy`` (measured with litellm 1.106.2: the stream iterator imports
