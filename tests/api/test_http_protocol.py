@@ -5,6 +5,7 @@ keep-alive, ``connection: close`` and HEAD still behave as HTTP says."""
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 
 from tiergate.api.sse_response import BODY_FOLLOWS
+from tiergate.cli.access_log import AccessLog
 from tiergate.cli.http_protocol import CoalescingHttpToolsProtocol
 
 WRITES: list[bytes] = []
@@ -43,6 +45,8 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     await receive()
+    if scope["path"] == "/boom":
+        raise RuntimeError("the app failed before it answered")
     if scope["path"] == "/json":
         body = b'{"ok":true}'
         await send({"type": "http.response.start", "status": 200,
@@ -63,12 +67,14 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+LOG = io.StringIO()
+
+
+def _serve(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(_app, http=_CountingProtocol, log_level="warning", lifespan="off"))
+    srv = uvicorn.Server(uvicorn.Config(app, http=_CountingProtocol, log_level="critical", lifespan="off"))
     t = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
@@ -77,6 +83,17 @@ def server() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     t.join(5)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    yield from _serve(_app)
+
+
+@pytest.fixture(scope="module")
+def logged_server() -> Iterator[str]:
+    """The app behind tiergate serve's access log, as ``tiergate serve`` runs it."""
+    yield from _serve(AccessLog(_app, stream=LOG))
 
 
 def test_a_sized_response_is_one_write_and_keep_alive_holds(server: str) -> None:
@@ -111,3 +128,21 @@ def test_a_stream_whose_first_event_follows_sends_head_and_event_in_one_write(se
     assert WRITES[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert WRITES[0].endswith(b"\r\n\r\n9\r\ndata: 0\n\n\r\n")  # the head and the first chunk together
     assert [w for w in WRITES[1:]] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+
+
+def test_the_access_log_has_a_line_for_every_answer_the_server_itself_gave(logged_server: str) -> None:
+    # The protocol tells the log of each response's start, so uvicorn's own 500 for an app
+    # that failed before answering is logged too (a wrapper around the app's send never saw it).
+    LOG.seek(0)
+    LOG.truncate()
+    WRITES.clear()
+    with httpx.Client(base_url=logged_server) as c:
+        assert c.post("/boom", content=b"{}").status_code == 500
+        with c.stream("POST", "/events", content=b"{}") as r:
+            assert r.read() == b"data: 0\n\ndata: 1\n\n"
+    deadline = time.monotonic() + 5
+    while LOG.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = [line.split(" - ", 1)[1] for line in LOG.getvalue().splitlines()]
+    assert lines == ['"POST /boom HTTP/1.1" 500 Internal Server Error', '"POST /events HTTP/1.1" 200 OK']
+    assert b"9\r\ndata: 1\n\n\r\n" in WRITES  # the stream's events on the wire, one chunk each

@@ -289,3 +289,63 @@ async def test_calls_past_the_connection_limit_wait_for_a_released_one() -> None
         await asyncio.sleep(0.01)
         assert c.open == 0
     assert sorted(bodies) == sorted(b"%d" % n for n in range(1, 7)) and s.connections == 2
+
+
+async def test_a_stream_arms_one_read_timer_not_one_per_chunk_and_it_still_fires() -> None:
+    """Each gap (0.12 s) is under the read timeout (0.3 s) while the whole stream (1.2 s)
+    is not: every chunk arrives. Then the server goes silent: ReadTimeout. Between the two,
+    the loop was asked for a timer only a few times (once per chunk before: a call_later
+    and its cancel for every read of a stream)."""
+    chunks = [b"%x\r\n%s\r\n" % (len(p), p) for p in (b"data: %d\n\n" % i for i in range(10))]
+
+    async def handler(r, w, n):  # type: ignore[no-untyped-def]
+        await _write(w, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await _write(w, *chunks, gap=0.12)
+        await asyncio.sleep(5)
+
+    loop = asyncio.get_running_loop()
+    timers = 0
+    real_call_at, real_call_later = loop.call_at, loop.call_later
+
+    def call_at(when, callback, *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal timers
+        timers += getattr(callback, "__module__", None) == http1.__name__  # the client's, not the server's sleeps
+        return real_call_at(when, callback, *a, **kw)
+
+    def call_later(when, callback, *a, **kw):  # type: ignore[no-untyped-def]
+        nonlocal timers
+        timers += getattr(callback, "__module__", None) == http1.__name__  # the client's, not the server's sleeps
+        return real_call_later(when, callback, *a, **kw)
+
+    s = Server(handler)
+    async with s as url:
+        c = _client()
+        resp = await _post(c, url, read_timeout=0.3)
+        got = b""
+        loop.call_at, loop.call_later = call_at, call_later  # type: ignore[method-assign]
+        try:
+            with pytest.raises(http1.ReadTimeout):
+                async for piece in resp.iter_any():
+                    got += piece
+        finally:
+            loop.call_at, loop.call_later = real_call_at, real_call_later  # type: ignore[method-assign]
+        resp.release()
+        c.close()
+    assert got == b"".join(b"data: %d\n\n" % i for i in range(10))
+    assert timers <= 6, timers  # the lazily re-armed timer: ~1 per timeout period, not 1 per chunk
+
+
+async def test_a_negative_or_garbled_chunk_size_is_a_protocol_error() -> None:
+    async def handler(r, w, n):  # type: ignore[no-untyped-def]
+        size = b"-5" if n == 1 else b"zz"
+        await _write(w, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nhello\r\n0\r\n\r\n")
+
+    s = Server(handler)
+    async with s as url:
+        c = _client()
+        for _ in range(2):
+            resp = await _post(c, url)
+            with pytest.raises(http1.ProtocolError):
+                await resp.read()
+            resp.release()
+        c.close()

@@ -13,6 +13,7 @@ from tiergate.api.responses import JSONResponse
 from tiergate.api.sse_response import EventStreamResponse
 from tiergate.errors import GatewayError
 from tiergate.gateway import SSE_DONE, Completed, Deferred, Streaming, sse
+from tiergate.providers.base import wire_of
 from tiergate.request import GatewayRequest, NativeBody, hints_of, trace_of
 from tiergate.services import Services
 
@@ -51,7 +52,11 @@ async def openai_events(s: Streaming, shape: Callable[[dict[str, Any]], dict[str
                 if not chunk.get("choices"):
                     continue  # the usage-only final chunk the client did not ask for
                 chunk = {k: v for k, v in chunk.items() if k != "usage"}
-            yield sse(chunk if shape is None else shape(chunk))
+            if shape is not None:
+                yield sse(shape(chunk))
+            else:
+                wire = wire_of(chunk)  # an unchanged upstream chunk: its own bytes
+                yield wire if wire is not None else sse(chunk)
     except GatewayError as e:
         yield sse({"error": {"message": f"upstream stream interrupted: {e.message}", "type": e.type,
                              "code": "stream_interrupted", "param": None}})

@@ -28,6 +28,9 @@ _BASE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cach
 
 #: A key of ``http.response.start``: its first body message follows at once (no I/O between).
 BODY_FOLLOWS = "tiergate.body_follows"
+#: The method of a server's ``send`` owner that writes the next chunk of a started body at
+#: once (``write_chunk(bytes) -> bool``; False: not now, use ``send``): tiergate serve's protocol.
+WRITE_CHUNK = "write_chunk"
 
 
 class EventStreamResponse(Response):
@@ -67,8 +70,12 @@ class EventStreamResponse(Response):
                         BODY_FOLLOWS: first is not None})
             if first is not None:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
+                # tiergate serve's HTTP protocol writes a chunk without an ASGI message and a
+                # coroutine for each (WRITE_CHUNK); under backpressure it declines, and send waits.
+                write = getattr(getattr(send, "__self__", None), WRITE_CHUNK, None)
                 async for chunk in chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if write is None or not write(chunk):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not left:

@@ -15,6 +15,7 @@ stops with one notice on stderr; requests go on being answered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from http import HTTPStatus
 from typing import TextIO
@@ -35,6 +36,14 @@ class AccessLog:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        cycle = getattr(send, "__self__", None)
+        if hasattr(cycle, "on_response_start"):
+            # tiergate serve's HTTP protocol reports the start itself: no wrapper around
+            # send, which a stream calls for every event.
+            cycle.on_response_start = functools.partial(self.line, scope)
             await self.app(scope, receive, send)
             return
 

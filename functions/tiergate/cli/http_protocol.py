@@ -10,11 +10,18 @@ out at once (an event stream's client sees its 200 before the first event), unle
 app says its first event follows at once (:data:`tiergate.api.sse_response.BODY_FOLLOWS`:
 the gateway's event streams, whose first event is in hand before the head is sent).
 
+Two more things for streams, which call ``send`` once per event: the next chunk of a
+chunked body is written by this class's ``send`` directly (uvicorn's own ``send`` does the
+same after its checks for every other case, one coroutine deeper), and the access log is
+told of the response's start by the cycle (``on_response_start``) instead of wrapping every
+``send`` in a coroutine of its own.
+
 ``tiergate serve`` passes this class as uvicorn's ``http`` when httptools is installed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -46,7 +53,28 @@ class _HeldWrites:
 
 
 class _CoalescingCycle(RequestResponseCycle):
+    #: Called with the status when the response starts (the access log: see
+    #: :class:`tiergate.cli.access_log.AccessLog`, which then needs no send wrapper of its own).
+    on_response_start: Callable[[int], None] | None = None
+
+    def write_chunk(self, body: bytes) -> bool:
+        """Write the next piece of a started chunked body now, as ``send`` would; False
+        (nothing written) when ``send`` must do it: the response is not in that state, or
+        the client reads slower than we write (``send`` then waits for it to drain)."""
+        if (self.chunked_encoding and not self.response_complete and not self.disconnected
+                and not self.flow.write_paused and self.transport.__class__ is not _HeldWrites
+                and self.scope["method"] != "HEAD"):
+            if body:
+                self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+            return True
+        return False
+
     async def send(self, message: Any) -> None:
+        # A streamed body's next chunk: uvicorn's send does this after a dozen checks, one
+        # coroutine deeper; a stream sends one of these for every event it forwards.
+        if (message["type"] == "http.response.body" and message.get("more_body")
+                and self.write_chunk(message.get("body") or b"")):
+            return
         if isinstance(self.transport, _HeldWrites):  # the first body write after a held head
             try:
                 await super().send(message)
@@ -57,6 +85,8 @@ class _CoalescingCycle(RequestResponseCycle):
         if not starting:
             await super().send(message)
             return
+        if self.on_response_start is not None:
+            self.on_response_start(message["status"])
         held = _HeldWrites(self.transport)
         self.transport = held  # type: ignore[assignment]
         try:

@@ -14,6 +14,7 @@ from tiergate.execution.executor import StreamHandle, tried
 from tiergate.gateway.admitted import Admitted, capability
 from tiergate.gateway.results import usage_block
 from tiergate.limits.admission import Outcome
+from tiergate.providers.base import WireChunk
 from tiergate.request import GatewayRequest
 from tiergate.tokens import content_tokens
 
@@ -44,8 +45,10 @@ class StreamRun:
         self._judged = False
         self._gen = self._chunks() if self.dialect == "chat" else self._native()
 
-    def __aiter__(self) -> StreamRun:
-        return self
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # ``async for`` steps the generator itself, a Python call fewer per chunk; closing
+        # stays this object's (aclose), which settles even a stream never iterated.
+        return self._gen
 
     def __anext__(self) -> Any:
         return self._gen.__anext__()
@@ -84,6 +87,8 @@ class StreamRun:
             return
         u = chunk.get("usage")
         if u:
+            if type(chunk) is WireChunk:
+                chunk.wire = None  # its usage gains cost_usd below: it must be encoded again
             self.usage = u
             u["cost_usd"] = round(self.spec.cost_usd(u.get("prompt_tokens", self.prompt_est),
                                                      u.get("completion_tokens", 0)), 10)
@@ -114,45 +119,55 @@ class StreamRun:
             fallback=self.spec.deployment_id != a.plan.candidates[0].deployment_id),
             request_verdict(None, self.h.attempts, False), self.req)
 
-    async def _upstream(self) -> AsyncIterator[dict[str, Any]]:
-        """The upstream's chunks (first one included), counted; failures judged and settled."""
-        h = self.h
-        try:
-            pending = [h.first] if h.first is not None else []
-            while True:
-                if pending:
-                    chunk = pending.pop()
-                else:
-                    try:
-                        chunk = await h.rest.__anext__()
-                    except StopAsyncIteration:
-                        break
-                self._count(chunk)
-                yield chunk
-        except GatewayError as e:
+    async def _ended_early(self, e: BaseException) -> None:
+        """Judge and settle a stream that ended before its upstream did."""
+        if isinstance(e, GatewayError):
             # Mid-stream failure: bill what was produced, end with an error event. The
             # deployment failed after its first byte: that counts against its circuit.
             self._verdict(False if e.counts_against_deployment else None)
             await self._settle(f"error:{e.code}")
-            raise
-        except BaseException:
+        else:
             # The client went away (or the stream was closed early): bill what was produced.
             self._verdict(None)
             await self._settle("client_disconnected")
+
+    async def _upstream(self) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's events (first one included), counted; failures judged and settled."""
+        h = self.h
+        try:
+            if h.first is not None:
+                self._count(h.first)
+                yield h.first
+            async for chunk in h.rest:
+                self._count(chunk)
+                yield chunk
+        except BaseException as e:
+            await self._ended_early(e)
             raise
         finally:
             await close_quietly(h.rest)
         self._verdict(True)
 
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        spec, first, last = self.spec, self.h.first, None
-        up = self._upstream()
+        """Chat: :meth:`_upstream`'s work in the same generator (each generator between the
+        upstream's socket and the client's costs CPU for every chunk), then the usage
+        estimate when the upstream reported none, then the settlement."""
+        h, spec, count = self.h, self.spec, self._count
+        first, last = h.first, h.first
         try:
-            async for chunk in up:
+            if first is not None:
+                count(first)
+                yield first
+            async for chunk in h.rest:
+                count(chunk)
                 last = chunk
                 yield chunk
+        except BaseException as e:
+            await self._ended_early(e)
+            raise
         finally:
-            await up.aclose()
+            await close_quietly(h.rest)
+        self._verdict(True)
         if self.usage is None:
             # The upstream reported no usage: send our estimate so the client still gets one.
             c = content_tokens("".join(self.text))

@@ -15,6 +15,21 @@ from typing import Any, Protocol, runtime_checkable
 from tiergate.config.catalog import ModelSpec
 
 
+class WireChunk(dict):  # type: ignore[type-arg]
+    """A streamed ``chat.completion.chunk`` that keeps its upstream's bytes: ``wire`` is the
+    whole SSE event (``data: {...}\n\n``) as it arrived. A door that forwards the chunk
+    unchanged sends ``wire`` instead of encoding the dict again (byte for byte what the
+    upstream sent, and one JSON encoding less for every chunk of a stream); whoever
+    changes the chunk sets ``wire`` to None."""
+
+    __slots__ = ("wire",)
+
+
+def wire_of(chunk: dict[str, Any]) -> bytes | None:
+    """The upstream's own bytes of ``chunk`` when it arrived unchanged, else None."""
+    return chunk.wire if type(chunk) is WireChunk else None
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderCall:
     """One attempt against one deployment."""

@@ -82,16 +82,24 @@ class _Conn(asyncio.Protocol):
         self.eof = False
         self.error: BaseException | None = None
         self.paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The read timeout: one timer per connection, re-armed only when it fires (see more()).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout = 0.0
+        self._since = 0.0  # when the current wait began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
+        w = self.waiter  # _wake(), inline: this runs for every chunk of a stream
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -120,24 +128,56 @@ class _Conn(asyncio.Protocol):
         t = self.transport
         return not self.eof and t is not None and not t.is_closing() and not self.buf
 
+    def wait(self, read_timeout: float | None) -> asyncio.Future[None]:
+        """A future done when more bytes arrive or the connection ends; its result is
+        :data:`_TIMED_OUT` after ``read_timeout`` seconds without any byte. Raises
+        Disconnected if the connection already ended.
+
+        Why one timer per connection instead of one per wait: a streamed chunk is one wait,
+        and a ``call_later`` plus its cancel (a timer handle, a heap push) per chunk was a
+        visible part of the CPU of a stream. The timer is armed once and, when it fires
+        while a later wait is still within its time, re-armed for the rest."""
+        if self.eof:
+            raise Disconnected(f"connection closed by the server{_cause(self.error)}")
+        loop = self._loop or asyncio.get_running_loop()
+        w = self.waiter = loop.create_future()
+        if read_timeout is not None:
+            self._timeout = read_timeout
+            self._since = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(self._since + read_timeout, self._check_timeout)
+        return w
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        w = self.waiter
+        if w is None or w.done():
+            return  # not waiting: the next wait arms the timer again
+        loop = self._loop or asyncio.get_running_loop()
+        due = self._since + self._timeout
+        if loop.time() >= due:
+            w.set_result(_TIMED_OUT)
+        else:
+            self._timer = loop.call_at(due, self._check_timeout)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def more(self, read_timeout: float | None) -> None:
         """Wait until more bytes arrive (or the connection ends); ReadTimeout after
         ``read_timeout`` seconds without any byte."""
-        if self.eof:
-            raise Disconnected(f"connection closed by the server{_cause(self.error)}")
-        loop = asyncio.get_running_loop()
-        w = self.waiter = loop.create_future()
-        timer = loop.call_later(read_timeout, _expire, w) if read_timeout is not None else None
+        w = self.wait(read_timeout)
         try:
             await w
         finally:
             self.waiter = None
-            if timer is not None:
-                timer.cancel()
         if w.result() is _TIMED_OUT:  # type: ignore[comparison-overlap]
             raise ReadTimeout(f"no data from the upstream for {read_timeout:g} s")
 
     def close(self) -> None:
+        self.stop_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -187,7 +227,8 @@ class Response:
             self.done = self._conn.eof
         else:
             out = self._dechunk(buf)
-        self._conn.consumed()
+        if self._conn.paused:
+            self._conn.consumed()
         return out
 
     def _dechunk(self, buf: bytearray) -> bytes:
@@ -200,11 +241,22 @@ class Response:
                     if len(buf) > 1024:
                         raise ProtocolError("chunk size line too long")
                     break
-                size_text = bytes(buf[:nl]).split(b";", 1)[0].strip()
                 try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                    size = int(buf[:nl], 16)  # int() strips the whitespace itself
+                except ValueError:  # a chunk extension (";name=value") or not a size at all
+                    size_text = bytes(buf[:nl]).split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_text, 16)
+                    except ValueError:
+                        raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+                if size < 0:
+                    raise ProtocolError("negative chunk size")
+                end = nl + 2 + size
+                if size and len(buf) >= end + 2 and buf[end:end + 2] == b"\r\n":
+                    # The whole chunk is here (a streamed event usually is): one step, not three.
+                    parts.append(bytes(buf[nl + 2:end]))
+                    del buf[:end + 2]
+                    continue
                 del buf[:nl + 2]
                 if size == 0:
                     self._chunk_state = 3
@@ -239,19 +291,28 @@ class Response:
     async def iter_any(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive (never an empty piece), until the body's end."""
         conn = self._conn
+        timeout = self._read_timeout
         while not self.done:
-            data = self._take()
-            if data:
-                yield data
-                continue
-            if self.done:
-                break
+            if conn.buf:
+                data = self._take()
+                if data:
+                    yield data
+                    continue
+                if self.done:
+                    break
             if conn.eof:
                 if self._framing == "eof":
                     self.done = True
                     break
                 raise Disconnected(f"the response ended before its body did{_cause(conn.error)}")
-            await conn.more(self._read_timeout)
+            # conn.more() inlined: a stream waits once per chunk, and a coroutine less counts.
+            w = conn.wait(timeout)
+            try:
+                await w
+            finally:
+                conn.waiter = None
+            if w.result() is _TIMED_OUT:
+                raise ReadTimeout(f"no data from the upstream for {timeout:g} s")
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -264,6 +325,7 @@ class Response:
             return
         self._released = True
         conn = self._conn
+        conn.stop_timer()
         if self.done and self._keep_alive and conn.usable:
             self._client._put(self._origin, conn)
         else:

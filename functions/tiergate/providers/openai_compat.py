@@ -24,7 +24,7 @@ import orjson
 
 from tiergate import errors
 from tiergate.providers import http1
-from tiergate.providers.base import ProviderCall
+from tiergate.providers.base import ProviderCall, WireChunk
 from tiergate.providers.error_mapping import error_for_status, interrupted
 from tiergate.providers.passthrough import (
     STREAM_ERRORS,
@@ -111,20 +111,7 @@ class OpenAICompatProvider(PassesThrough):
         return data
 
     def stream(self, call: ProviderCall) -> AsyncIterator[dict[str, Any]]:
-        return _events(self._open_stream(call), call.deployment.deployment_id)
-
-    async def _open_stream(self, call: ProviderCall) -> AsyncIterator[bytes]:
-        """The body of a streamed call, once its status says a stream follows: the head
-        within ``timeout_s``, then at most ``timeout_s`` between two reads. An error
-        status raises the gateway's error for it (its body read)."""
-        url, content, headers = self._request(call, True)
-        resp = await open_stream(self._client(), url, content, headers, call.timeout_s,
-                                 call.deployment.deployment_id)
-        try:
-            async for data in resp.iter_any():
-                yield data
-        finally:
-            resp.release()
+        return _events(self._client(), call, *self._request(call, True))
 
     # --- optional parts of the contract: embeddings, native passthrough ------------------
 
@@ -150,8 +137,17 @@ class OpenAICompatProvider(PassesThrough):
         self._client.close()
 
 
-async def _events(raw: AsyncIterator[bytes], dep_id: str) -> AsyncIterator[dict[str, Any]]:
-    """Chunks from an OpenAI SSE body; see the module docstring for how it may end."""
+async def _events(client: http1.Client, call: ProviderCall, url: str, content: bytes, headers: dict[str, str]
+                  ) -> AsyncIterator[dict[str, Any]]:
+    """Chunks of a streamed call, once its status says a stream follows (the head within
+    ``timeout_s``, then at most ``timeout_s`` between two reads; an error status raises the
+    gateway's error for it, its body read); see the module docstring for how it may end.
+
+    One generator over the response's body: every chunk passes through each layer of
+    generators between the socket and the client, and each layer costs CPU per chunk."""
+    dep_id = call.deployment.deployment_id
+    resp = await open_stream(client, url, content, headers, call.timeout_s, dep_id)
+    raw = resp.iter_any()
     try:
         decoder = SSEDecoder()
         loads = orjson.loads
@@ -173,7 +169,10 @@ async def _events(raw: AsyncIterator[bytes], dep_id: str) -> AsyncIterator[dict[
                     if choices and choices[0].get("finish_reason"):
                         finished = True
                     n += 1
-                    yield obj
+                    chunk = WireChunk(obj)
+                    # A one-line payload is resent as it came (several data: lines are re-encoded).
+                    chunk.wire = b"data: " + payload + b"\n\n" if payload.find(b"\n") < 0 else None
+                    yield chunk
         except STREAM_ERRORS as e:
             if n:
                 raise interrupted(dep_id, e, n) from e
@@ -193,9 +192,10 @@ async def _events(raw: AsyncIterator[bytes], dep_id: str) -> AsyncIterator[dict[
             raise errors.UpstreamServerError(f"{dep_id}: upstream stream ended without any event", deployment=dep_id)
     finally:
         # The body's connection goes back to the pool (read to its end) or is closed, now.
-        aclose = getattr(raw, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        try:
+            await raw.aclose()
+        finally:
+            resp.release()
 
 
 async def _drain(raw: AsyncIterator[bytes]) -> None:

@@ -43,6 +43,11 @@ class SSEDecoder:
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        if (not self._buf and not self._data and self._event is None and chunk.startswith(b"data: ")
+                and chunk.endswith(b"\n\n") and chunk.find(b"\n") == len(chunk) - 2 and chunk[-3] != 13):
+            # One whole ``data:`` event and nothing else (what an upstream usually sends per
+            # write): its payload, without the line loop.
+            return [(None, chunk[6:-2])]
         buf = self._buf + chunk if self._buf else chunk
         out: list[tuple[str | None, bytes]] = []
         start = 0
