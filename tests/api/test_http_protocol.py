@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tiergate.api.sse_response import BODY_FOLLOWS
+from tiergate.api.sse_response import BODY_FOLLOWS, EventStreamResponse
 from tiergate.cli.access_log import AccessLog
 from tiergate.cli.http_protocol import CoalescingHttpToolsProtocol
 
@@ -47,6 +47,13 @@ async def _app(scope: dict, receive: Any, send: Any) -> None:
     await receive()
     if scope["path"] == "/boom":
         raise RuntimeError("the app failed before it answered")
+    if scope["path"] == "/sse":  # the gateway's own event-stream response
+        async def events():  # type: ignore[no-untyped-def]
+            for i in range(4):
+                yield f"data: {i}\n\n".encode()
+
+        await EventStreamResponse(events())(scope, receive, send)
+        return
     if scope["path"] == "/json":
         body = b'{"ok":true}'
         await send({"type": "http.response.start", "status": 200,
@@ -146,3 +153,25 @@ def test_the_access_log_has_a_line_for_every_answer_the_server_itself_gave(logge
     lines = [line.split(" - ", 1)[1] for line in LOG.getvalue().splitlines()]
     assert lines == ['"POST /boom HTTP/1.1" 500 Internal Server Error', '"POST /events HTTP/1.1" 200 OK']
     assert b"9\r\ndata: 1\n\n\r\n" in WRITES  # the stream's events on the wire, one chunk each
+
+
+def test_the_gateways_event_stream_writes_each_event_as_one_chunk_without_send(server: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # EventStreamResponse hands every event after the first to the protocol's write_chunk:
+    # the same bytes on the wire as send would write, one write per event.
+    from tiergate.cli import http_protocol
+
+    sent: list[bytes | None] = []
+    real = http_protocol._CoalescingCycle.send
+
+    async def counted(self, message):  # type: ignore[no-untyped-def]
+        sent.append(message.get("body"))
+        await real(self, message)
+
+    monkeypatch.setattr(http_protocol._CoalescingCycle, "send", counted)
+    WRITES.clear()
+    with httpx.stream("POST", server + "/sse", content=b"{}", timeout=5) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.read() == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n"
+    assert WRITES[0].endswith(b"\r\n\r\n9\r\ndata: 0\n\n\r\n")  # head and first event together
+    assert WRITES[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n", b"9\r\ndata: 3\n\n\r\n", b"0\r\n\r\n"]
+    assert sent == [None, b"data: 0\n\n", b""]  # the head, the first event, the end: the rest bypassed send
